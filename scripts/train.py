@@ -1,0 +1,17 @@
+"""Train a character-level language model: python scripts/train.py model=lstm trainer.devices=1"""
+
+import hydra
+from omegaconf import DictConfig
+
+from charlm.errors import exit_on_user_error
+from charlm.train import train
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

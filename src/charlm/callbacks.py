@@ -1,0 +1,90 @@
+"""Callbacks that show a run learning: sample text, throughput and the hparams table."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from charlm.sampling import generate
+
+
+def tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+def as_markdown_block(text: str) -> str:
+    """TensorBoard renders text as Markdown; indenting keeps the sample's line breaks."""
+    return "\n".join("    " + line for line in text.split("\n"))
+
+
+class SampleText(L.Callback):
+    """After each validation, write a continuation of a fixed prompt to TensorBoard (tag `sample`).
+
+    Uses its own seeded generators, so sampling never shifts training randomness.
+    """
+
+    def __init__(self, prompt: str = "\n", max_new_tokens: int = 300, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int = 0):
+        self.prompt, self.max_new_tokens = prompt, max_new_tokens
+        self.temperature, self.top_k, self.seed = temperature, top_k, seed
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = tensorboard(trainer)
+        if trainer.sanity_checking or logger is None:
+            return
+        text = generate(pl_module.net, pl_module.vocab, self.prompt, self.max_new_tokens,
+                        temperature=self.temperature, top_k=self.top_k, seed=self.seed)[0]
+        logger.experiment.add_text("sample", as_markdown_block(text), trainer.global_step)
+
+
+class TokenThroughput(L.Callback):
+    """Logs `train/tokens_per_sec` over the last `every_n_steps` training steps.
+
+    Validation time is left out: the clock restarts after each validation.
+    """
+
+    def __init__(self, every_n_steps: int = 50):
+        self.every_n_steps = every_n_steps
+        self._t0: float | None = None
+        self._tokens = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
+        if self._t0 is None:
+            self._t0, self._tokens = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._tokens += batch["x"].numel() * trainer.world_size
+        if trainer.global_step % self.every_n_steps == 0 and self._t0 is not None:
+            rate = self._tokens / max(time.perf_counter() - self._t0, 1e-9)
+            self._t0 = None
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.log_metrics({"train/tokens_per_sec": rate}, step=trainer.global_step)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = None
+
+
+class HparamsTable(L.Callback):
+    """Registers the run's settings with `val/loss` as the metric of TensorBoard's HPARAMS tab."""
+
+    def __init__(self, params: dict[str, Any] | None = None):
+        self.params = params or {}
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = tensorboard(trainer)
+        if logger is None:
+            return
+        params = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in self.params.items()}
+        params["params"] = pl_module.num_params
+        writer = logger.experiment._get_file_writer()
+        for summary in hparams_summary(params, {"val/loss": float("nan")}):
+            writer.add_summary(summary)

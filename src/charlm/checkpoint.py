@@ -1,0 +1,115 @@
+"""Writing checkpoints atomically and reading them safely.
+
+Writing: every checkpoint goes to a temporary file in the same folder, is flushed to disk
+and then renamed over the target, so a kill mid-write leaves the previous file intact.
+
+Reading: `torch.load(weights_only=True)` only, so a crafted file cannot run code; the model
+class a checkpoint names must be one of charlm's own (see `module.ALLOWED_MODELS`).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from charlm.errors import CharLMError
+
+# Test hook: seconds to pause after a checkpoint's bytes are written and before it is renamed
+# into place, so tests can kill a process in the middle of a checkpoint write.
+SLOW_WRITE_ENV = "CHARLM_TEST_SLOW_CHECKPOINT_WRITE"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+                if os.environ.get(SLOW_WRITE_ENV):
+                    time.sleep(float(os.environ[SLOW_WRITE_ENV]))
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint(path, map_location or "cpu")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents, or a one-line `CharLMError` saying why it cannot be used."""
+    path = Path(path)
+    if not path.is_file():
+        raise CharLMError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CharLMError(f"{path} was refused: it holds objects that are unsafe to load ({first[:200]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CharLMError(f"{path} is truncated or not a checkpoint ({type(err).__name__})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise CharLMError(f"{path} is not a charlm checkpoint (no model weights and settings in it)")
+    return ckpt
+
+
+def is_loadable(path: Path) -> bool:
+    try:
+        load_checkpoint(path)
+        return True
+    except CharLMError:
+        return False
+
+
+def find_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
+    """A checkpoint file from a file path or a run directory (its `best` or `last` checkpoint)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CharLMError(f"ckpt_path={str(path)!r} does not exist; give a .ckpt file or a run directory")
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if which not in ("best", "last"):
+        raise CharLMError(f"which={which!r} is not valid; choose best or last")
+    candidates = sorted(folder.glob("best*.ckpt"), key=os.path.getmtime) if which == "best" else []
+    last = folder / "last.ckpt"
+    if candidates:
+        return candidates[-1]
+    if last.is_file():
+        return last
+    raise CharLMError(f"no checkpoint in {folder} (expected last.ckpt or best-*.ckpt)")
+
+
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """The newest loadable checkpoint of a run, passing over damaged ones; None if it has none."""
+    folder = run_dir / "checkpoints"
+    files = sorted(folder.glob("*.ckpt"), key=os.path.getmtime, reverse=True) if folder.is_dir() else []
+    last = folder / "last.ckpt"
+    if last in files:  # prefer last.ckpt: it is the most recent by construction
+        files.remove(last)
+        files.insert(0, last)
+    for f in files:
+        if is_loadable(f):
+            return f
+    if files:
+        raise CharLMError(f"every checkpoint in {folder} is damaged (newest: {files[0].name}); cannot resume")
+    return None

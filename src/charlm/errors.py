@@ -1,0 +1,35 @@
+"""The one error type for user mistakes.
+
+Anything raised as `CharLMError` is the user's to fix (a bad path, value or checkpoint);
+the command-line entry points print its message on one line and exit with status 2
+instead of showing a traceback. Everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+EXIT_USER_ERROR = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CharLMError(Exception):
+    """A problem with the user's input, reported as a single line."""
+
+
+def exit_on_user_error(fn: F) -> F:
+    """Turn a `CharLMError` escaping `fn` into `error: ...` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CharLMError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper  # type: ignore[return-value]

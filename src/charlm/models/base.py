@@ -1,0 +1,55 @@
+"""The one contract every language-model architecture honours.
+
+    logits, state = net(ids, state)      ids: (B, T) int64  ->  logits: (B, T, V)
+
+`state` is whatever the architecture needs to continue a sequence without re-reading it:
+the hidden state of a recurrent net, the key/value cache of the transformer, `None` for
+the bigram table. Passing the returned state back with the next ids continues the
+sequence; passing `None` starts afresh. Training in stream mode (state carried across
+batches), validation, the sample callback and `generate()` all go through this one call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from charlm.errors import CharLMError
+
+
+class CharNet(nn.Module):
+    """Base class: the two facts the shared code needs about an architecture.
+
+    carries_state: the state is worth carrying from one training batch to the next
+        (true for recurrent nets: truncated back-propagation through time).
+    max_context: the longest sequence one forward call may see, or `None` if unbounded.
+    """
+
+    carries_state: bool = False
+    max_context: int | None = None
+
+    def forward(self, ids: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+
+def detach_state(state: Any) -> Any:
+    """Cut the autograd graph behind a carried state (truncated BPTT), whatever its nesting."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, (tuple, list)):
+        return type(state)(detach_state(s) for s in state)
+    return state
+
+
+def require_positive(**values: int | float) -> None:
+    """Refuse sizes and rates that are zero or negative, naming the offending argument."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise CharLMError(f"{name} must be a positive number, got {value!r}")
+
+
+def require_dropout(dropout: float) -> None:
+    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise CharLMError(f"dropout must be in [0, 1), got {dropout!r}")

@@ -1,0 +1,20 @@
+"""Bigram model: the next character's logits are a row of a table indexed by the current one."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from charlm.models.base import CharNet, require_positive
+
+
+class BigramLM(CharNet):
+    """The baseline every other model must beat: no context beyond one character."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        require_positive(vocab_size=vocab_size)
+        self.table = nn.Embedding(vocab_size, vocab_size)
+
+    def forward(self, ids: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
+        return self.table(ids), None  # (B, T, V)

@@ -1,0 +1,70 @@
+"""Vanilla RNN, LSTM and GRU language models: one class, the cell type is a config value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charlm.errors import CharLMError
+from charlm.models.base import CharNet, require_dropout, require_positive
+from charlm.models.cells import GATES, ScratchRecurrent
+
+TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def _choice(name: str, value: str, options) -> None:
+    if value not in options:
+        raise CharLMError(f"{name}={value!r} is not valid; choose one of {', '.join(options)}")
+
+
+class RecurrentLM(CharNet):
+    """ids -> embedding or one-hot -> stacked recurrent layers -> dropout -> linear head.
+
+    impl="torch" uses nn.RNN/nn.LSTM/nn.GRU (cuDNN on GPU); impl="scratch" the written-out
+    cells of `cells.py`. Both share parameter names, so their checkpoints are interchangeable.
+    """
+
+    carries_state = True
+
+    def __init__(
+        self,
+        vocab_size: int,
+        cell: str = "lstm",
+        impl: str = "torch",
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        input: str = "embedding",
+        embedding_dim: int = 64,
+    ):
+        super().__init__()
+        _choice("model.cell", cell, GATES)
+        _choice("model.impl", impl, ("torch", "scratch"))
+        _choice("model.input", input, ("embedding", "onehot"))
+        require_positive(vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers)
+        require_dropout(dropout)
+        if input == "embedding":
+            require_positive(embedding_dim=embedding_dim)
+            self.embed: nn.Module | None = nn.Embedding(vocab_size, embedding_dim)
+            input_size = embedding_dim
+        else:
+            self.embed, input_size = None, vocab_size
+        self.vocab_size = vocab_size
+        layer_dropout = dropout if num_layers > 1 else 0.0
+        if impl == "torch":
+            self.rnn = TORCH_MODULES[cell](input_size, hidden_size, num_layers, batch_first=True, dropout=layer_dropout)
+        else:
+            self.rnn = ScratchRecurrent(cell, input_size, hidden_size, num_layers, layer_dropout)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, ids: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        if self.embed is not None:
+            x = self.embed(ids)  # (B, T, E)
+        else:
+            x = F.one_hot(ids, self.vocab_size).float()  # (B, T, V)
+        out, state = self.rnn(x, state)  # (B, T, H)
+        return self.head(self.drop(out)), state  # (B, T, V)

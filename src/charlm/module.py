@@ -1,0 +1,136 @@
+"""The one LightningModule: training, validation, optimiser, schedule and carried state for
+every architecture. An architecture only supplies its `net` (see `models/base.py`).
+
+Its hyperparameters are plain dicts and a vocabulary string, so a checkpoint rebuilds the
+model with nothing else and loads with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import get_class, instantiate
+from torchmetrics import MeanMetric
+
+from charlm.data import IGNORE
+from charlm.errors import CharLMError
+from charlm.models.base import CharNet, detach_state
+from charlm.vocab import Vocab
+
+# Classes a checkpoint may name as its model: loading never instantiates anything else.
+ALLOWED_MODELS = {
+    "charlm.models.BigramLM", "charlm.models.bigram.BigramLM",
+    "charlm.models.RecurrentLM", "charlm.models.recurrent.RecurrentLM",
+    "charlm.models.TransformerLM", "charlm.models.transformer.TransformerLM",
+}
+
+
+def build_net(model: dict, vocab_size: int) -> CharNet:
+    target = model.get("_target_")
+    if target not in ALLOWED_MODELS:
+        raise CharLMError(f"model target {target!r} is not a charlm model; expected one of {sorted(ALLOWED_MODELS)}")
+    kwargs = {k: v for k, v in model.items() if k not in ("_target_", "compile")}
+    return get_class(target)(vocab_size=vocab_size, **kwargs)
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warm-up, then cosine decay to `min_ratio` at `total_steps`.
+
+    A callable object (not a closure) so that LambdaLR saves its settings in the checkpoint.
+    """
+
+    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float, decay: bool = True):
+        self.warmup_steps, self.total_steps, self.min_ratio, self.decay = warmup_steps, total_steps, min_ratio, decay
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        if not self.decay or self.total_steps <= self.warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class CharLM(L.LightningModule):
+    def __init__(
+        self,
+        model: dict,
+        vocab: str,
+        optimizer: dict,
+        scheduler: dict | None = None,
+        carry_state: bool = True,
+        compile: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.vocab = Vocab(vocab)
+        self.net = build_net(model, len(self.vocab))
+        if compile:
+            self.net.compile()  # in place: parameter names keep no `_orig_mod.` prefix
+        self.carry_state = carry_state and self.net.carries_state
+        self.train_state: Any = None  # hidden state carried across stream batches
+        self.val_loss = MeanMetric()
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def forward(self, ids: torch.Tensor, state: Any = None):
+        return self.net(ids, state)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x, y = batch["x"], batch["y"]  # (B, T)
+        state = None if (batch["reset"] or not self.carry_state) else self.train_state
+        logits, state = self.net(x, state)  # (B, T, V)
+        if self.carry_state:
+            self.train_state = detach_state(state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+        if not torch.isfinite(loss):
+            raise CharLMError(
+                f"training diverged: loss is {loss.item()} at step {self.global_step}; "
+                "stopped without saving (try a lower optimizer.lr)"
+            )
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=x.numel())
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch  # (B, T); padding in y is IGNORE
+        logits, _ = self.net(x, None)
+        loss_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
+                                   ignore_index=IGNORE, reduction="sum")
+        count = (y != IGNORE).sum()
+        self.val_loss.update(loss_sum / count, weight=count)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.val_loss.reset()
+        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
+        self.log("val/bpc", loss / math.log(2))
+
+    def configure_optimizers(self):
+        decay = [p for p in self.net.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.net.parameters() if p.requires_grad and p.dim() < 2]
+        opt_cfg = dict(self.hparams.optimizer)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = instantiate(opt_cfg, _partial_=True)(groups)
+        sched = self.hparams.scheduler or {}
+        total = sched.get("total_steps") or self.trainer.max_steps
+        factor = WarmupCosine(sched.get("warmup_steps", 0), total if total and total > 0 else 0,
+                              sched.get("min_lr_ratio", 0.1), sched.get("decay", "cosine") == "cosine")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        bad = [name for name, p in self.net.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise CharLMError(f"training diverged: non-finite weights in {bad[0]} at step {self.global_step}; "
+                              "the last good checkpoint was kept (try a lower optimizer.lr)")
+        # The carried hidden state is part of where training stands: keep it for exact resume.
+        checkpoint["train_state"] = self.train_state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.train_state = checkpoint.get("train_state")

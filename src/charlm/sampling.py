@@ -1,0 +1,152 @@
+"""The one implementation of text generation, used by the CLI, the Python API and the
+TensorBoard sample callback.
+
+Each new character costs constant work: recurrent nets carry their hidden state, the
+transformer its key/value cache. A transformer only sees `block_size` characters; when the
+text outgrows that, the context window jumps forward so that it keeps the last
+block_size // 2 characters, and the cache is recomputed over them once. The cache then
+grows again until the window is full. `use_cache=False` re-runs the same window from
+scratch for every character: it gives the same logits (the tests hold the two to float
+tolerance) and serves as the baseline for benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from charlm.errors import CharLMError
+from charlm.models.base import CharNet
+from charlm.vocab import Vocab
+
+START_CHAR = "\n"  # what an empty prompt starts from (the vocabulary's first character if it lacks "\n")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to pick each next character from the model's logits."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise CharLMError(f"temperature={self.temperature} must be > 0 (use greedy=true for argmax decoding)")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):
+            raise CharLMError(f"top_k={self.top_k} must be an integer >= 1 (or null for no limit)")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise CharLMError(f"top_p={self.top_p} must be in (0, 1] (or null for no limit)")
+
+
+def filter_logits(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
+    """Temperature, then top-k, then nucleus (top-p) filtering of (B, V) logits."""
+    logits = logits / opts.temperature
+    if opts.top_k is not None and opts.top_k < logits.size(-1):
+        kth = torch.topk(logits, opts.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if opts.top_p is not None and opts.top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        drop = probs.cumsum(dim=-1) - probs > opts.top_p  # mass before this token already exceeds p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def pick_next(logits: torch.Tensor, opts: SamplingOptions, generators: list[torch.Generator]) -> torch.Tensor:
+    """One id per row of (B, V) logits; row b draws from its own generator."""
+    if opts.greedy:
+        return logits.argmax(dim=-1)
+    probs = filter_logits(logits.float(), opts).softmax(dim=-1).cpu()
+    picks = [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)]
+    return torch.cat(picks).to(logits.device)
+
+
+def window_start(n: int, start: int, max_context: int | None) -> int:
+    """Where the context begins once the text has n characters, given it began at `start`."""
+    if max_context is None or n - start <= max_context:
+        return start
+    return n - max(1, max_context // 2)
+
+
+@torch.no_grad()
+def generate_ids(
+    net: CharNet,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    opts: SamplingOptions = SamplingOptions(),
+    seed: int = 0,
+    use_cache: bool = True,
+    on_step: Callable[[torch.Tensor], None] | None = None,
+    on_logits: Callable[[torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Continue a (B, T0) prompt by `max_new_tokens` ids; returns (B, T0 + max_new_tokens).
+
+    Row b samples with a generator seeded `seed + b`, so a row's text does not depend on how
+    many rows are generated with it. `on_step` sees each new (B,) column as it is produced.
+    """
+    if max_new_tokens < 0:
+        raise CharLMError(f"max_new_tokens={max_new_tokens} must be >= 0")
+    was_training = net.training
+    net.eval()
+    generators = [torch.Generator().manual_seed(seed + b) for b in range(prompt.size(0))]
+    ids, n = prompt, prompt.size(1)
+    start = window_start(n, 0, net.max_context)
+    logits, state = net(ids[:, start:], None)
+    for _ in range(max_new_tokens):
+        last = logits[:, -1, :]  # (B, V)
+        if on_logits is not None:
+            on_logits(last)
+        nxt = pick_next(last, opts, generators)
+        ids, n = torch.cat([ids, nxt[:, None]], dim=1), n + 1
+        if on_step is not None:
+            on_step(nxt)
+        new_start = window_start(n, start, net.max_context)
+        if not use_cache or new_start != start:
+            logits, state = net(ids[:, new_start:], None)  # (re)read the whole window
+        else:
+            logits, state = net(ids[:, -1:], state)  # one new position
+        start = new_start
+    net.train(was_training)
+    return ids
+
+
+def encode_prompt(vocab: Vocab, prompt: str) -> torch.Tensor:
+    if not prompt:
+        prompt = START_CHAR if START_CHAR in vocab.chars else vocab.chars[0]
+    return vocab.encode(prompt)
+
+
+def generate(
+    net: CharNet,
+    vocab: Vocab,
+    prompt: str = "",
+    max_new_tokens: int = 500,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    seed: int = 0,
+    use_cache: bool = True,
+    device: str | torch.device | None = None,
+    on_text: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Texts that continue `prompt` (each includes the prompt), one per sample.
+
+    An empty prompt starts from a newline. `on_text` receives the first sample's characters as
+    they are produced, for streaming to a terminal.
+    """
+    opts = SamplingOptions(temperature, top_k, top_p, greedy)
+    if num_samples < 1:
+        raise CharLMError(f"num_samples={num_samples} must be >= 1")
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    net.to(device)
+    ids = encode_prompt(vocab, prompt).to(device).repeat(num_samples, 1)  # (B, T0)
+    stream = None if on_text is None else (lambda col: on_text(vocab.chars[int(col[0])]))
+    out = generate_ids(net, ids, max_new_tokens, opts, seed, use_cache, on_step=stream)
+    return [vocab.decode(row) for row in out.cpu()]

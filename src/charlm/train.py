@@ -1,0 +1,119 @@
+"""Training, top to bottom: check the config, build data, model, callbacks, loggers and
+trainer from it, fit, and return the metric a sweeper optimises."""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+
+from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, resume_checkpoint
+from charlm.config import check_config, resolve_threads
+from charlm.errors import CharLMError
+from charlm.module import CharLM
+
+
+def flat_params(cfg: DictConfig) -> dict[str, Any]:
+    """The run's settings as one flat dict, for TensorBoard's HPARAMS tab."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    keep = {k: resolved[k] for k in ("model", "data", "optimizer", "scheduler", "seed") if k in resolved}
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif not str(prefix).endswith("_target_"):
+            flat[prefix] = node
+
+    walk("", keep)
+    return flat
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """`ckpt_path=last` means the newest good checkpoint of this run directory."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        found = resume_checkpoint(output_dir)
+        if found is None:
+            rank_zero_info(f"no checkpoint in {output_dir / 'checkpoints'} yet: starting from scratch")
+        return None if found is None else str(found)
+    return str(find_checkpoint(ckpt_path, "last"))
+
+
+def build_module(cfg: DictConfig, vocab: str) -> CharLM:
+    return CharLM(
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        vocab=vocab,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        carry_state=cfg.data.sampling == "stream",
+        compile=bool(cfg.model.get("compile", False)),
+    )
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit one model as `cfg` describes; returns the best `val/loss` (None without validation)."""
+    check_config(cfg)
+    torch.set_num_threads(resolve_threads(cfg))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+    output_dir = Path(cfg.paths.output_dir)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.vocab.chars)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None:
+        check_resumable(ckpt_path, module)
+
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None and "_target_" in c]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None and "_target_" in c]
+    from charlm.callbacks import HparamsTable
+
+    callbacks.append(HparamsTable(flat_params(cfg)))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     plugins=[AtomicCheckpointIO()])
+    rank_zero_info(f"model: {cfg.model._target_.rsplit('.', 1)[-1]} with {module.num_params:,} parameters; "
+                   f"vocabulary of {len(datamodule.vocab)} characters; run directory {output_dir}")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if getattr(trainer, "interrupted", False):
+        raise CharLMError("training was interrupted")
+
+    best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    metric = trainer.callback_metrics.get("val/loss")
+    result = float(best) if best is not None else (float(metric) if metric is not None else None)
+    del trainer, module, datamodule  # sweeps run many jobs in one process: free everything
+    gc.collect()
+    return result if result is None or math.isfinite(result) else None
+
+
+def check_resumable(ckpt_path: str, module: CharLM) -> None:
+    """Refuse a checkpoint whose model or vocabulary differs from the config's, before training."""
+    from charlm.checkpoint import load_checkpoint
+
+    hp = load_checkpoint(ckpt_path)["hyper_parameters"]
+    if hp.get("vocab") != module.hparams.vocab:
+        raise CharLMError(f"checkpoint {ckpt_path} was trained on a different vocabulary than data.path gives; "
+                          "resume with the run's original data")
+    if hp.get("model") != module.hparams.model:
+        diff = sorted(k for k in set(hp.get("model", {})) | set(module.hparams.model)
+                      if hp.get("model", {}).get(k) != module.hparams.model.get(k))
+        raise CharLMError(f"checkpoint {ckpt_path} holds a different model (differs in: {', '.join(diff)}); "
+                          "resume with the run's original model settings")
+
+
+def output_dir_from_hydra() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else os.getcwd()
