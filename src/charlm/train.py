@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, resume_checkpoint
+from charlm.callbacks import HparamsTable
+from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, load_checkpoint, resume_checkpoint
 from charlm.config import check_config, resolve_threads
 from charlm.errors import CharLMError
 from charlm.module import CharLM
@@ -79,8 +79,6 @@ def train(cfg: DictConfig) -> float | None:
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None and "_target_" in c]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None and "_target_" in c]
-    from charlm.callbacks import HparamsTable
-
     callbacks.append(HparamsTable(flat_params(cfg)))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      plugins=[AtomicCheckpointIO()])
@@ -100,8 +98,6 @@ def train(cfg: DictConfig) -> float | None:
 
 def check_resumable(ckpt_path: str, module: CharLM) -> None:
     """Refuse a checkpoint whose model or vocabulary differs from the config's, before training."""
-    from charlm.checkpoint import load_checkpoint
-
     hp = load_checkpoint(ckpt_path)["hyper_parameters"]
     if hp.get("vocab") != module.hparams.vocab:
         raise CharLMError(f"checkpoint {ckpt_path} was trained on a different vocabulary than data.path gives; "
@@ -112,8 +108,3 @@ def check_resumable(ckpt_path: str, module: CharLM) -> None:
         raise CharLMError(f"checkpoint {ckpt_path} holds a different model (differs in: {', '.join(diff)}); "
                           "resume with the run's original model settings")
 
-
-def output_dir_from_hydra() -> str:
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else os.getcwd()
