@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,27 @@ def build_module(cfg: DictConfig, vocab: str) -> CharLM:
     )
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Fit one model as `cfg` describes; returns the best `val/loss` (None without validation)."""
+def prepare(cfg: DictConfig) -> None:
+    """Process-wide settings a run depends on; shared with the benchmark so both train alike."""
     check_config(cfg)
     torch.set_num_threads(resolve_threads(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """The Trainer with the config's callbacks and loggers; the benchmark adds its step timer."""
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None and "_target_" in c]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None and "_target_" in c]
+    callbacks.append(HparamsTable(flat_params(cfg)))
+    callbacks.extend(extra_callbacks)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit one model as `cfg` describes; returns the best `val/loss` (None without validation)."""
+    prepare(cfg)
     output_dir = Path(cfg.paths.output_dir)
 
     datamodule = instantiate(cfg.data)
@@ -77,11 +92,7 @@ def train(cfg: DictConfig) -> float | None:
     if ckpt_path is not None:
         check_resumable(ckpt_path, module)
 
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None and "_target_" in c]
-    loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None and "_target_" in c]
-    callbacks.append(HparamsTable(flat_params(cfg)))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     plugins=[AtomicCheckpointIO()])
+    trainer = build_trainer(cfg)
     rank_zero_info(f"model: {cfg.model._target_.rsplit('.', 1)[-1]} with {module.num_params:,} parameters; "
                    f"vocabulary of {len(datamodule.vocab)} characters; run directory {output_dir}")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
