@@ -1,0 +1,77 @@
+"""Shared fixtures: small generated corpora and a way to run the real command-line scripts."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+# Overrides that make any model tiny and any run a few seconds long.
+TINY = [
+    "data.block_size=16", "data.batch_size=4", "data.val_batch_size=8",
+    "model.hidden_size=16", "model.num_layers=1", "model.embedding_dim=8",
+    "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
+    "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1",
+    "callbacks.model_checkpoint.every_n_train_steps=2", "callbacks.sample_text.max_new_tokens=20",
+    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "threads=1",
+]
+MODEL_KEYS = {
+    "bigram": [],
+    "rnn": ["model.hidden_size", "model.num_layers", "model.embedding_dim"],
+    "lstm": ["model.hidden_size", "model.num_layers", "model.embedding_dim"],
+    "gru": ["model.hidden_size", "model.num_layers", "model.embedding_dim"],
+    "transformer": ["model.n_layer", "model.n_head", "model.n_embd"],
+}
+MODELS = list(MODEL_KEYS)
+
+
+def tiny_overrides(model: str) -> list[str]:
+    """TINY minus the model keys this architecture does not have."""
+    foreign = {k for keys in MODEL_KEYS.values() for k in keys} - set(MODEL_KEYS[model])
+    return [f"model={model}"] + [o for o in TINY if o.split("=")[0] not in foreign]
+
+
+def make_text(n_chars: int = 6000, seed: int = 0) -> str:
+    """A play-shaped text: speaker names, line breaks and a small vocabulary, deterministic."""
+    rng = random.Random(seed)
+    words = "the king and queen shall speak of love to thee my lord what is this now good sir".split()
+    speakers = ["ROMEO", "JULIET", "KING", "NURSE"]
+    parts = []
+    while sum(map(len, parts)) < n_chars:
+        line = " ".join(rng.choice(words) for _ in range(rng.randint(4, 9)))
+        parts.append(f"{rng.choice(speakers)}:\n{line.capitalize()}.\n\n")
+    return "".join(parts)[:n_chars]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(make_text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own data cache: nothing is read from or written to the user's."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CHARLM_CACHE", str(cache))
+    return cache
+
+
+def run_script(script: str, *args: str, timeout: float = 240, env: dict | None = None,
+               cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run scripts/<script> as a user would; returns the finished process (never raises on failure)."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True,
+                          text=True, timeout=timeout, env=full_env, cwd=cwd or ROOT)
+
+
+def train_cli(run_dir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run_script("train.py", f"hydra.run.dir={run_dir}", *args, **kwargs)

@@ -1,0 +1,92 @@
+"""Reading, downloading and caching corpora; the download is tested against a local HTTP server."""
+
+import hashlib
+import threading
+from functools import partial
+from http.server import HTTPServer, SimpleHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+import torch
+
+from charlm import CharLMError
+from charlm.corpus import download, encoded_corpus, read_corpus
+
+
+@pytest.fixture
+def http_server(tmp_path: Path):
+    """Serves tmp_path/www on 127.0.0.1; yields its base URL."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", root
+    server.shutdown()
+
+
+def test_download_keeps_a_file_with_the_right_checksum_and_reuses_it(http_server, tmp_path):
+    url, root = http_server
+    (root / "input.txt").write_text("to be or not to be\n")
+    sha = hashlib.sha256(b"to be or not to be\n").hexdigest()
+    path = download(f"{url}/input.txt", sha, tmp_path / "cache")
+    assert path.read_text() == "to be or not to be\n"
+    (root / "input.txt").unlink()  # a second call must not need the server
+    assert download(f"{url}/input.txt", sha, tmp_path / "cache") == path
+
+
+def test_download_with_wrong_checksum_is_refused_and_not_kept(http_server, tmp_path):
+    url, root = http_server
+    (root / "input.txt").write_text("tampered\n")
+    with pytest.raises(CharLMError, match="expected 0000"):
+        download(f"{url}/input.txt", "0" * 64, tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("input.txt*"))
+
+
+def test_download_from_a_server_that_is_down_names_the_url(tmp_path):
+    with pytest.raises(CharLMError, match="could not download http://127.0.0.1:9/input.txt"):
+        download("http://127.0.0.1:9/input.txt", None, tmp_path / "cache")
+
+
+def test_directory_and_glob_read_every_text_file(tmp_path):
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "a.txt").write_text("first book")
+    (tmp_path / "books" / "b.txt").write_text("second book\n")
+    (tmp_path / "books" / "notes.md").write_text("not a text file")
+    assert read_corpus(tmp_path / "books") == "first book\nsecond book\n"
+    assert read_corpus(str(tmp_path / "books" / "*.txt")) == "first book\nsecond book\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.txt", "does not exist"),
+        (lambda d: (d / "empty.txt").write_text("") and d / "empty.txt" or d / "empty.txt", "is empty"),
+        (lambda d: (d / "empty_dir").mkdir() or d / "empty_dir", "no .txt files"),
+        (lambda d: d / "nothing-*.txt", "matches no files"),
+    ],
+)
+def test_bad_data_paths_get_one_line_errors(tmp_path, make, message):
+    with pytest.raises(CharLMError, match=message) as err:
+        read_corpus(make(tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_invalid_utf8_names_file_and_byte_offset(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"hello \xff world")
+    with pytest.raises(CharLMError, match=r"bad.txt is not valid UTF-8: bad byte 0xff at byte offset 6"):
+        read_corpus(bad)
+
+
+def test_encoded_cache_equals_fresh_encoding_and_is_rebuilt_when_text_changes(tmp_path):
+    cache = tmp_path / "cache"
+    vocab, ids = encoded_corpus("abcabc", cache)
+    assert len(list((cache / "encoded").glob("*.pt"))) == 1
+    vocab2, ids2 = encoded_corpus("abcabc", cache)  # from the cache
+    assert vocab2 == vocab and torch.equal(ids2, ids) and ids2.dtype == torch.long
+    vocab3, ids3 = encoded_corpus("abcabd", cache)
+    assert vocab3.chars == "abcd" and ids3.tolist() == [0, 1, 2, 0, 1, 3]
+    assert len(list((cache / "encoded").glob("*.pt"))) == 2
