@@ -8,6 +8,7 @@ model with nothing else and loads with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -26,6 +27,12 @@ ALLOWED_MODELS = {
     "charlm.models.BigramLM", "charlm.models.bigram.BigramLM",
     "charlm.models.RecurrentLM", "charlm.models.recurrent.RecurrentLM",
     "charlm.models.TransformerLM", "charlm.models.transformer.TransformerLM",
+    "charlm.models.Seq2Seq", "charlm.models.seq2seq.Seq2Seq",
+}
+# Models that train in their own LightningModule (a subclass of CharLM), imported on demand.
+MODULE_FOR_MODEL = {
+    "charlm.models.Seq2Seq": "charlm.seq2seq_module.Seq2SeqLM",
+    "charlm.models.seq2seq.Seq2Seq": "charlm.seq2seq_module.Seq2SeqLM",
 }
 
 
@@ -35,6 +42,12 @@ def build_net(model: dict, vocab_size: int) -> CharNet:
         raise CharLMError(f"model target {target!r} is not a charlm model; expected one of {sorted(ALLOWED_MODELS)}")
     kwargs = {k: v for k, v in model.items() if k not in ("_target_", "compile")}
     return get_class(target)(vocab_size=vocab_size, **kwargs)
+
+
+def module_class(model: dict) -> type[CharLM]:
+    """The LightningModule class that trains `model` (a model config or checkpoint's `model` dict)."""
+    target = MODULE_FOR_MODEL.get(model.get("_target_")) if isinstance(model, dict) else None
+    return get_class(target) if target else CharLM
 
 
 class WarmupCosine:
@@ -56,6 +69,9 @@ class WarmupCosine:
 
 
 class CharLM(L.LightningModule):
+    task = "lm"  # what batches it trains on; a data module may say which task it serves
+    vocab_class: Callable[[str], Any] = Vocab  # builds the vocabulary from the checkpoint's string
+
     def __init__(
         self,
         model: dict,
@@ -67,7 +83,7 @@ class CharLM(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.vocab = Vocab(vocab)
+        self.vocab = self.vocab_class(vocab)
         self.net = build_net(model, len(self.vocab))
         if compile:
             self.net.compile()  # in place: parameter names keep no `_orig_mod.` prefix
@@ -95,6 +111,7 @@ class CharLM(L.LightningModule):
                 "stopped without saving (try a lower optimizer.lr)"
             )
         self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=x.numel())
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=x.numel())
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -108,8 +125,13 @@ class CharLM(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
         self.val_loss.reset()
-        self.log("val/loss", loss, prog_bar=True, sync_dist=False)
-        self.log("val/bpc", loss / math.log(2))
+        metrics = {"val/loss": loss, "val/bpc": loss / math.log(2)}
+        # For checkpoints and the progress bar; the loggers get the values at the step trained so far,
+        # which Lightning's own epoch-end logging would put one step earlier.
+        self.log_dict(metrics, prog_bar=True, logger=False)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            for logger in self.loggers:
+                logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)
 
     def configure_optimizers(self):
         decay = [p for p in self.net.parameters() if p.requires_grad and p.dim() >= 2]

@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,7 +20,7 @@ from charlm.callbacks import HparamsTable
 from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, load_checkpoint, resume_checkpoint
 from charlm.config import check_config, resolve_threads
 from charlm.errors import CharLMError
-from charlm.module import CharLM
+from charlm.module import CharLM, module_class
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
@@ -52,12 +53,13 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 
 
 def build_module(cfg: DictConfig, vocab: str) -> CharLM:
-    return CharLM(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    return module_class(model)(
+        model=model,
         vocab=vocab,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        carry_state=cfg.data.sampling == "stream",
+        carry_state=cfg.data.get("sampling") == "stream",
         compile=bool(cfg.model.get("compile", False)),
     )
 
@@ -73,11 +75,19 @@ def prepare(cfg: DictConfig) -> None:
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """The Trainer with the config's callbacks and loggers; the benchmark adds its step timer."""
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None and "_target_" in c]
+    callbacks = build_callbacks(cfg)
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None and "_target_" in c]
     callbacks.append(HparamsTable(flat_params(cfg)))
     callbacks.extend(extra_callbacks)
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The `callbacks` group, less the progress bar when `trainer.enable_progress_bar=false`."""
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None and "_target_" in c]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -88,6 +98,9 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.vocab.chars)
+    if getattr(datamodule, "task", "lm") != module.task:
+        raise CharLMError(f"model {cfg.model._target_} trains on {module.task} data but the data config gives "
+                          f"{getattr(datamodule, 'task', 'lm')} data (seq2seq models take data=pairs)")
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None:
         check_resumable(ckpt_path, module)
