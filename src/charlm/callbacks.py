@@ -36,8 +36,8 @@ class SampleText(L.Callback):
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = tensorboard(trainer)
-        if trainer.sanity_checking or logger is None:
-            return
+        if trainer.sanity_checking or logger is None or getattr(pl_module, "task", "lm") != "lm":
+            return  # a seq2seq module writes its own val samples
         text = generate(pl_module.net, pl_module.vocab, self.prompt, self.max_new_tokens,
                         temperature=self.temperature, top_k=self.top_k, seed=self.seed)[0]
         logger.experiment.add_text("sample", as_markdown_block(text), trainer.global_step)

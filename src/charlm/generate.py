@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
+from charlm import seq2seq_generate
 from charlm.checkpoint import find_checkpoint, load_checkpoint
 from charlm.errors import CharLMError
-from charlm.module import CharLM
+from charlm.module import CharLM, module_class
 from charlm.sampling import generate
 
 
@@ -34,7 +35,7 @@ def load_model(ckpt_path: str, which: str = "best", device: str | torch.device =
     hp = dict(ckpt["hyper_parameters"])
     hp["compile"] = False
     try:
-        module = CharLM(**hp)
+        module = module_class(hp.get("model", {}))(**hp)
         module.load_state_dict(ckpt["state_dict"])
     except (TypeError, RuntimeError, KeyError) as err:
         raise CharLMError(f"{path} does not match any charlm model: {str(err).splitlines()[0][:200]}") from None
@@ -53,6 +54,10 @@ def run(cfg: DictConfig) -> list[str]:
         raise CharLMError("ckpt_path is required: a .ckpt file or a run directory (ckpt_path=outputs/runs/...)")
     device = default_device(cfg.get("device"))
     model = load_model(cfg.ckpt_path, cfg.get("which", "best"), device)
+    if model.module.task == "seq2seq":
+        return seq2seq_generate.run(cfg, model.net, model.vocab)
+    if cfg.get("input") is not None or cfg.get("input_file"):
+        raise CharLMError("input= and input_file= are for seq2seq checkpoints; a language model continues prompt=")
     texts = []
     for k in range(int(cfg.num_samples)):
         if k:

@@ -125,7 +125,10 @@ class CharLM(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
         self.val_loss.reset()
-        metrics = {"val/loss": loss, "val/bpc": loss / math.log(2)}
+        self.log_val({"val/loss": loss, "val/bpc": loss / math.log(2)})
+
+    def log_val(self, metrics: dict[str, torch.Tensor]) -> None:
+        """One way to log validation results, so a subclass's extra metrics land at the same step."""
         # For checkpoints and the progress bar; the loggers get the values at the step trained so far,
         # which Lightning's own epoch-end logging would put one step earlier.
         self.log_dict(metrics, prog_bar=True, logger=False)

@@ -1,0 +1,99 @@
+"""Training the seq2seq model: `CharLM` with its own steps and metrics.
+
+Optimiser, schedule, checkpoint checks and the plain-dict hyperparameters are `CharLM`'s;
+only what differs for pairs is here: padded batches, teacher forcing, and validation that
+decodes the val sources freely (greedy) to measure what a user would get, not just the loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torchmetrics import MeanMetric
+from torchmetrics.text import CharErrorRate
+
+from charlm.data import IGNORE
+from charlm.errors import CharLMError
+from charlm.module import CharLM
+from charlm.pairs import PairVocab
+from charlm.seq2seq_generate import decode_ids
+
+SAMPLES_SHOWN = 4  # val pairs written to TensorBoard after each validation
+
+
+def target_sum_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross entropy over real target characters of (B, T, V) logits, and their count."""
+    loss_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
+                               ignore_index=IGNORE, reduction="sum")
+    return loss_sum, (y != IGNORE).sum()
+
+
+def markdown_samples(rows: list[tuple[str, str, str]]) -> str:
+    """Sources, targets and outputs as an indented (verbatim) Markdown block for TensorBoard."""
+    lines = []
+    for source, target, output in rows:
+        mark = "ok" if output == target else "  "
+        lines += [f"    source: {source}", f"    target: {target}", f"    output: {output}  {mark}", "    "]
+    return "\n".join(lines)
+
+
+class Seq2SeqLM(CharLM):
+    """Trains `models.Seq2Seq` on padded (source, target) batches from `pairs.PairsDataModule`."""
+
+    task = "seq2seq"
+    vocab_class = PairVocab
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.val_cer = CharErrorRate()
+        self.val_exact = MeanMetric()
+        self.samples: list[tuple[str, str, str]] = []
+
+    def forward(self, src: torch.Tensor, src_len: torch.Tensor, dec_in: torch.Tensor) -> torch.Tensor:
+        return self.net(src, src_len, dec_in)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        ratio = self.net.teacher_forcing(self.global_step)
+        logits = self.net(batch["x"], batch["x_len"], batch["dec_in"], teacher_forcing=ratio)  # (B, T, V)
+        loss_sum, count = target_sum_loss(logits, batch["y"])
+        loss = loss_sum / count
+        if not torch.isfinite(loss):
+            raise CharLMError(f"training diverged: loss is {loss.item()} at step {self.global_step}; "
+                              "stopped without saving (try a lower optimizer.lr)")
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=int(count))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=int(count))
+        if ratio < 1.0 or self.net.tf_final is not None:
+            self.log("train/teacher_forcing", ratio, on_step=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        y = batch["y"]  # (B, T): target + <eos>, IGNORE after the end
+        logits = self.net(batch["x"], batch["x_len"], batch["dec_in"])  # (B, T, V), always teacher-forced
+        loss_sum, count = target_sum_loss(logits, y)
+        self.val_loss.update(loss_sum / count, weight=count)
+        # free-running: up to twice the longest target, so a run-on output still counts against CER
+        out = decode_ids(self.net, batch["x"], batch["x_len"], 2 * y.size(1) + 8)
+        outputs = [self.vocab.decode(row) for row in out]
+        targets = [self.vocab.decode(row[row != IGNORE]) for row in y]
+        self.val_cer.update(outputs, targets)
+        matches = [o == t for o, t in zip(outputs, targets, strict=True)]
+        self.val_exact.update(torch.tensor(matches, dtype=torch.float, device=y.device))
+        if batch_idx == 0:
+            sources = [self.vocab.decode(row) for row in batch["x"]]
+            self.samples = list(zip(sources, targets, outputs, strict=True))[:SAMPLES_SHOWN]
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()  # val/loss and val/bpc, per target character
+        self.log_val({"val/cer": self.val_cer.compute(), "val/exact_match": self.val_exact.compute()})
+        self.val_cer.reset()
+        self.val_exact.reset()
+        if not self.trainer.sanity_checking:
+            self._write_samples()
+
+    @rank_zero_only
+    def _write_samples(self) -> None:
+        logger = next((lg for lg in self.trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if logger is not None and self.samples:
+            logger.experiment.add_text("val/sample", markdown_samples(self.samples), self.global_step)
