@@ -38,7 +38,9 @@ class SampleText(L.Callback):
         logger = tensorboard(trainer)
         if trainer.sanity_checking or logger is None or getattr(pl_module, "task", "lm") != "lm":
             return  # a seq2seq module writes its own val samples
-        text = generate(pl_module.net, pl_module.vocab, self.prompt, self.max_new_tokens,
+        # A corpus may lack some prompt characters (even the newline): sample from what it has.
+        prompt = "".join(ch for ch in self.prompt if ch in pl_module.vocab.chars)
+        text = generate(pl_module.net, pl_module.vocab, prompt, self.max_new_tokens,
                         temperature=self.temperature, top_k=self.top_k, seed=self.seed)[0]
         logger.experiment.add_text("sample", as_markdown_block(text), trainer.global_step)
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from charlm.callbacks import HparamsTable
 from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, load_checkpoint, resume_checkpoint
 from charlm.config import check_config, resolve_threads
+from charlm.ddp import ddp_fit
 from charlm.errors import CharLMError
 from charlm.module import CharLM, module_class
 
@@ -62,6 +64,16 @@ def build_module(cfg: DictConfig, vocab: str) -> CharLM:
         carry_state=cfg.data.get("sampling") == "stream",
         compile=bool(cfg.model.get("compile", False)),
     )
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate` that lets a user error from a constructor through as itself, not wrapped."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, CharLMError):
+            raise err.__cause__ from None
+        raise
 
 
 def prepare(cfg: DictConfig) -> None:
@@ -108,11 +120,12 @@ def train(cfg: DictConfig) -> float | None:
     trainer = build_trainer(cfg)
     rank_zero_info(f"model: {cfg.model._target_.rsplit('.', 1)[-1]} with {module.num_params:,} parameters; "
                    f"vocabulary of {len(datamodule.vocab)} characters; run directory {output_dir}")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with ddp_fit(trainer):  # in a multirun, DDP's extra ranks re-run this job, not the sweep
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if getattr(trainer, "interrupted", False):
         raise CharLMError("training was interrupted")
 
-    best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    best = next((c.best_model_score for c in trainer.checkpoint_callbacks if c.monitor == "val/loss"), None)
     metric = trainer.callback_metrics.get("val/loss")
     result = float(best) if best is not None else (float(metric) if metric is not None else None)
     del trainer, module, datamodule  # sweeps run many jobs in one process: free everything
