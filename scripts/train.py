@@ -1,9 +1,12 @@
 """Train a character-level language model: python scripts/train.py model=lstm trainer.devices=1"""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from charlm.errors import exit_on_user_error
+from charlm.resume import expand_resume
 from charlm.train import train
 
 
@@ -14,4 +17,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = exit_on_user_error(expand_resume)(sys.argv)  # resume=RUN_DIR shorthand
     main()

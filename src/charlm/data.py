@@ -155,13 +155,16 @@ class CharDataModule(L.LightningDataModule):
         rank = self.trainer.global_rank if self.trainer is not None else 0
         batches = TrainBatches(self.train_ids, self.block_size, self.batch_size, self.sampling, self.seed,
                                self.epoch_batches, rank, self.world_size, self._batches_done)
-        return DataLoader(batches, batch_size=None, pin_memory=self._pin())
+        return DataLoader(batches, batch_size=None, pin_memory=self._pin(), generator=torch.Generator())
 
     def val_dataloader(self) -> DataLoader:
         x, y = validation_windows(self.val_ids, self.block_size)
         rank = self.trainer.global_rank if self.trainer is not None else 0
         x, y = x[rank :: self.world_size], y[rank :: self.world_size]  # each rank a disjoint share
-        return DataLoader(TensorDataset(x, y), batch_size=self.val_batch_size, pin_memory=self._pin())
+        # Own generators: a DataLoader draws a seed from the global RNG each epoch otherwise, and a
+        # resumed run would then draw different dropout masks from an uninterrupted one.
+        return DataLoader(TensorDataset(x, y), batch_size=self.val_batch_size, pin_memory=self._pin(),
+                          generator=torch.Generator())
 
     def _pin(self) -> bool:
         return self.pin_memory and torch.cuda.is_available()

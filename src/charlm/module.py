@@ -154,8 +154,16 @@ class CharLM(L.LightningModule):
         if bad:
             raise CharLMError(f"training diverged: non-finite weights in {bad[0]} at step {self.global_step}; "
                               "the last good checkpoint was kept (try a lower optimizer.lr)")
-        # The carried hidden state is part of where training stands: keep it for exact resume.
+        # Where training stands beyond weights and optimiser: the carried hidden state and the
+        # random number generators that draw dropout masks. Both are needed for an exact resume.
         checkpoint["train_state"] = self.train_state
+        checkpoint["rng"] = {"torch": torch.get_rng_state(),
+                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.train_state = checkpoint.get("train_state")
+        rng = checkpoint.get("rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])

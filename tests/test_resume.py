@@ -1,0 +1,128 @@
+"""Never lose a run: SIGKILL at any moment, resume, and end exactly where an uninterrupted run ends."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from charlm.checkpoint import is_loadable
+
+from conftest import ROOT, make_text, run_script, tiny_overrides, train_cli
+
+STEPS, EVERY, VAL_EVERY = 40, 4, 10
+SLOW_WRITE = {"CHARLM_TEST_SLOW_CHECKPOINT_WRITE": "0.25"}
+
+
+def run_args(model: str, corpus: Path, sampling: str) -> list[str]:
+    return [*tiny_overrides(model), f"data.path={corpus}", f"data.sampling={sampling}",
+            f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={VAL_EVERY}",
+            f"callbacks.model_checkpoint.every_n_train_steps={EVERY}", "model.dropout=0.1"]
+
+
+def start(run_dir: Path, args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, **SLOW_WRITE}
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run_dir}", *args],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out waiting for the training process"
+        time.sleep(0.005)
+
+
+def final_state(run_dir: Path) -> tuple[dict, dict[int, float]]:
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == STEPS
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return ckpt["state_dict"], {e.step: e.value for e in acc.Scalars("val/loss")}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text(make_text(20000), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus, tmp_path_factory):
+    """Reference runs, one per (model, sampling), computed once."""
+    cache = {}
+
+    def get(model: str, sampling: str):
+        if (model, sampling) not in cache:
+            run = tmp_path_factory.mktemp("reference")
+            done = train_cli(run, *run_args(model, corpus, sampling))
+            assert done.returncode == 0, done.stderr[-3000:]
+            cache[model, sampling] = final_state(run)
+        return cache[model, sampling]
+
+    return get
+
+
+def assert_same_run(resumed, reference) -> None:
+    weights, val = resumed
+    ref_weights, ref_val = reference
+    for name, tensor in ref_weights.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert sorted(val) == [10, 20, 30, 40]  # every validation present once per step in TensorBoard
+    assert val[STEPS] == pytest.approx(ref_val[STEPS], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "sampling"), [("lstm", "stream"), ("transformer", "random")])
+def test_kill_during_a_checkpoint_write_then_resume_matches_uninterrupted_run(
+        model, sampling, corpus, tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    ckpts = run / "checkpoints"
+    proc = start(run, run_args(model, corpus, sampling))
+    # The second write of last.ckpt: a complete one exists and a temporary one is being written.
+    wait_for(lambda: (ckpts / "last.ckpt").exists() and any(ckpts.glob(".last.ckpt.*.tmp")))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert is_loadable(ckpts / "last.ckpt")  # the kill cannot have damaged it
+    done = run_script("train.py", f"resume={run}")  # the shorthand: the run's own overrides + ckpt_path=last
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_run(final_state(run), uninterrupted(model, sampling))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "sampling"), [("lstm", "stream"), ("lstm", "random")])
+def test_kill_at_an_arbitrary_step_then_resume_matches_uninterrupted_run(
+        model, sampling, corpus, tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    args = run_args(model, corpus, sampling)
+    proc = start(run, args)
+    wait_for(lambda: (run / "checkpoints" / "last.ckpt").exists())
+    time.sleep(random.Random(hash((model, sampling))).uniform(0.1, 0.8))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = train_cli(run, *args, "ckpt_path=last")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_run(final_state(run), uninterrupted(model, sampling))
+
+
+def test_resume_skips_a_damaged_last_checkpoint_or_names_it(corpus, tmp_path):
+    run = tmp_path / "run"
+    args = [*tiny_overrides("gru"), f"data.path={corpus}"]
+    assert train_cli(run, *args).returncode == 0
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # as if a non-atomic writer had been killed
+    done = train_cli(run, *args, "trainer.max_steps=8", "ckpt_path=last")
+    assert done.returncode == 0, done.stderr[-3000:]  # resumed from best-*.ckpt instead
+    for best in (run / "checkpoints").glob("best-*.ckpt"):
+        best.unlink()
+    last.write_bytes(b"garbage")
+    done = train_cli(run, *args, "trainer.max_steps=10", "ckpt_path=last")
+    assert done.returncode == 2 and "last.ckpt" in done.stderr and "damaged" in done.stderr
+    assert "Traceback" not in done.stderr
