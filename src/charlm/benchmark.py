@@ -1,0 +1,447 @@
+"""Throughput benchmarks: what Lightning + Hydra cost over a plain PyTorch loop, and what
+the key/value cache and carried state buy at generation time.
+
+`train`: each model is built from the real composed Hydra config by the same functions
+`charlm.train` uses (prepare, build_module, build_trainer) and fitted by the real Trainer,
+with a callback that timestamps every finished step. Then a plain loop trains a net of the
+identical shape (same class from `charlm.models`, same seed so the same initial weights,
+same batches from the same data tensor, same optimiser, schedule, clipping and precision),
+so the ratio of the two rates is the framework's overhead and nothing else. Both count
+tokens over steps after the warm-up only: batch assembly + forward + backward + optimiser.
+
+`generate`: characters per second of `generate_ids` with the cache (one new position per
+character) and without it (the whole window re-read per character), on the same randomly
+initialised weights; no training needed.
+
+Peak memory is the process's peak RSS (reset through /proc/self/clear_refs before each
+run, so runs do not inherit each other's peaks; it includes the ~0.3-0.5 GB that Python,
+torch and Lightning occupy anyway), or the CUDA allocator's peak on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from charlm.errors import CharLMError
+from charlm.models.base import CharNet, detach_state
+from charlm.module import WarmupCosine, build_net
+from charlm.sampling import SamplingOptions, encode_prompt, generate_ids
+from charlm.train import build_module, build_trainer, prepare
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+MODELS = ("bigram", "rnn", "lstm", "gru", "transformer")
+
+# Every training benchmark run: no validation, logger, checkpoints, samples or progress output,
+# one device. What is left is what a training step costs.
+QUIET = [
+    "logger=none", "~callbacks", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false", "++trainer.enable_checkpointing=false", "trainer.devices=1",
+    "trainer.num_nodes=1", "trainer.strategy=auto",
+]
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def compose_train(overrides: Sequence[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def applicable(overrides: Sequence[str], cfg: DictConfig) -> list[str]:
+    """The `--set` overrides that fit this model: a `model.*` key its config lacks is left out,
+    so that one command can shrink every architecture (hidden_size for RNNs, n_embd for GPT)."""
+    kept = []
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key.startswith("model.") and OmegaConf.select(cfg, key, default=None) is None:
+            continue
+        kept.append(item)
+    return kept
+
+
+def run_config(model: str, data: str | None, sets: Sequence[str], extra: Sequence[str], output_dir: str) -> DictConfig:
+    """The composed config of one benchmark run; `extra` (the benchmark's own) wins over `sets`."""
+    base = [f"model={model}", f"paths.output_dir={output_dir}"] + ([f"data.path={data}"] if data else [])
+    user = applicable(sets, compose_train(base))
+    return compose_train(base + QUIET + user + list(extra))
+
+
+# ---------------------------------------------------------------------------- timing and memory
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timestamp means the step is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: "5" resets the peak RSS (VmHWM) to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the peak is the process's lifetime peak
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+@dataclass
+class Measurement:
+    tokens_per_s: float
+    ms_per_step: float
+    steps: int  # timed steps (after the warm-up)
+    peak_mb: float
+    final_loss: float
+
+
+def measure(stamps: Sequence[float], tokens: Sequence[int], warmup: int, peak_mb: float, loss: float) -> Measurement:
+    """Rate over the steps after the warm-up: from the end of the last warm-up step to the end of the last step."""
+    if len(stamps) <= warmup:
+        raise CharLMError(f"only {len(stamps)} steps ran; need more than the {warmup} warm-up steps")
+    seconds = stamps[-1] - stamps[warmup - 1]
+    timed = len(stamps) - warmup
+    return Measurement(sum(tokens[warmup:]) / seconds, 1000 * seconds / timed, timed, peak_mb, loss)
+
+
+class StepTimer(L.Callback):
+    """Timestamps the end of every training step (optimiser step included) and keeps its loss."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self.tokens: list[int] = []
+        self.loss: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        sync(pl_module.device)
+        self.stamps.append(time.perf_counter())
+        self.tokens.append(batch["x"].numel())
+        if isinstance(outputs, dict) and "loss" in outputs:
+            self.loss = outputs["loss"].detach()  # read once at the end: no sync per step
+
+
+# ---------------------------------------------------------------------------- training: framework and plain
+
+
+@dataclass
+class TrainRun:
+    """What the plain loop needs from the framework run to repeat the same work."""
+
+    params: int
+    vocab_size: int
+    device: torch.device
+    batches: Any  # charlm.data.TrainBatches, read directly: same batches, same order
+
+
+def framework_run(cfg: DictConfig, warmup: int) -> tuple[Measurement, TrainRun]:
+    """One fit through the project's own code path, timed step by step."""
+    prepare(cfg)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.vocab.chars)
+    timer = StepTimer()
+    trainer = build_trainer(cfg, [timer])
+    device = trainer.strategy.root_device
+    reset_peak_memory(device)
+    trainer.fit(module, datamodule=datamodule)
+    loss = float(timer.loss) if timer.loss is not None else float("nan")
+    result = measure(timer.stamps, timer.tokens, warmup, peak_memory_mb(device), loss)
+    fresh = instantiate(cfg.data)  # unattached to a trainer: its batches start at index 0, rank 0
+    fresh.setup("fit")
+    run = TrainRun(module.num_params, len(datamodule.vocab), device, fresh.train_dataloader().dataset)
+    return result, run
+
+
+def plain_optimizer(net: CharNet, cfg: DictConfig, max_steps: int):
+    """AdamW (or whatever cfg.optimizer names) with decay on matrices only, and the warm-up/cosine factor."""
+    decay = [p for p in net.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in net.parameters() if p.requires_grad and p.dim() < 2]
+    opt_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    optimizer = instantiate(opt_cfg, _partial_=True)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+    sched = cfg.scheduler
+    total = sched.get("total_steps") or max_steps
+    factor = WarmupCosine(sched.get("warmup_steps", 0), total, sched.get("min_lr_ratio", 0.1),
+                          sched.get("decay", "cosine") == "cosine")
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def autocast_for(precision: Any, device: torch.device) -> Callable[[], AbstractContextManager]:
+    """The autocast Lightning's precision setting implies; the plain loop mirrors 32-true and bf16-mixed."""
+    name = str(precision)
+    if name in ("32", "32-true"):
+        return nullcontext
+    if name == "bf16-mixed":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    raise CharLMError(f"trainer.precision={name}: the plain loop mirrors only 32-true and bf16-mixed")
+
+
+def clipper(cfg: DictConfig) -> Callable[[Any], Any]:
+    value = cfg.trainer.get("gradient_clip_val")
+    if not value:
+        return lambda params: None
+    if cfg.trainer.get("gradient_clip_algorithm") == "value":
+        return lambda params: torch.nn.utils.clip_grad_value_(params, value)
+    return lambda params: torch.nn.utils.clip_grad_norm_(params, value)
+
+
+def plain_run(cfg: DictConfig, run: TrainRun, warmup: int) -> Measurement:
+    """The same training in a bare loop: the baseline the framework is compared with."""
+    device, steps = run.device, int(cfg.trainer.max_steps)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # the framework's initial weights
+    net = build_net(OmegaConf.to_container(cfg.model, resolve=True), run.vocab_size).to(device)
+    if cfg.model.get("compile", False):
+        net.compile()
+    optimizer, scheduler = plain_optimizer(net, cfg, steps)
+    autocast, clip = autocast_for(cfg.trainer.precision, device), clipper(cfg)
+    carry = cfg.data.get("sampling") == "stream" and net.carries_state
+    state, stamps, tokens, loss = None, [], [], None
+    net.train()
+    reset_peak_memory(device)
+    for index in range(steps):
+        batch = run.batches.batch(index)
+        x, y = batch["x"].to(device, non_blocking=True), batch["y"].to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            logits, new_state = net(x, None if batch["reset"] or not carry else state)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+        state = detach_state(new_state) if carry else None
+        loss.backward()
+        clip(net.parameters())
+        optimizer.step()
+        scheduler.step()
+        sync(device)
+        stamps.append(time.perf_counter())
+        tokens.append(x.numel())
+    final = float(loss.detach()) if loss is not None else float("nan")
+    return measure(stamps, tokens, warmup, peak_memory_mb(device), final)
+
+
+def best(results: list[Measurement]) -> Measurement:
+    """Of repeated runs, the fastest: on a shared machine the others mostly measure the neighbours."""
+    return max(results, key=lambda m: m.tokens_per_s)
+
+
+def compare(model: str, args: argparse.Namespace, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Framework and plain loop, alternating for `--repeats` rounds, on one configuration."""
+    framework, plain = [], []
+    info: dict[str, Any] = {}
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="charlm-bench-") as out:
+            overrides = [f"trainer.max_steps={args.warmup + args.steps}", *extra]
+            cfg = run_config(model, args.data, args.set, overrides, out)
+            result, run = framework_run(cfg, args.warmup)
+            framework.append(result)
+            plain.append(plain_run(cfg, run, args.warmup))
+        info = {"params": run.params, "block_size": int(cfg.data.block_size), "batch_size": int(cfg.data.batch_size),
+                "sampling": str(cfg.data.sampling), "device": str(run.device), "precision": str(cfg.trainer.precision)}
+    fw, pl = best(framework), best(plain)
+    return {"model": model, **info, "framework": asdict(fw), "plain": asdict(pl),
+            "ratio": fw.tokens_per_s / pl.tokens_per_s,
+            "loss_gap": abs(fw.final_loss - pl.final_loss),  # ~0: both loops did the same computation
+            "repeats_tokens_per_s": {"framework": [m.tokens_per_s for m in framework],
+                                     "plain": [m.tokens_per_s for m in plain]}}
+
+
+def scaling_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The transformer at each block size and width: how the cost of a step grows."""
+    rows = []
+    for width in args.scaling_widths:
+        for block in args.scaling_blocks:
+            log(f"transformer block_size={block} n_embd={width} ...")
+            row = compare("transformer", args, [f"data.block_size={block}", f"model.n_embd={width}"])
+            rows.append({**row, "n_embd": width})
+    return rows
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+def generation_rate(net: CharNet, prompt: torch.Tensor, tokens: int, use_cache: bool,
+                    device: torch.device) -> tuple[float, torch.Tensor]:
+    """Characters per second of one `generate_ids` call, after a short untimed warm-up call."""
+    generate_ids(net, prompt, min(tokens, 8), use_cache=use_cache)
+    sync(device)
+    start = time.perf_counter()
+    ids = generate_ids(net, prompt, tokens, SamplingOptions(), seed=0, use_cache=use_cache)
+    sync(device)
+    return tokens / (time.perf_counter() - start), ids
+
+
+def generation_row(model: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="charlm-bench-") as out:
+        cfg = run_config(model, args.data, args.set, [f"data.block_size={args.block_size}"], out)
+    prepare(cfg)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    net = build_net(OmegaConf.to_container(cfg.model, resolve=True), len(datamodule.vocab)).to(device).eval()
+    prompt = encode_prompt(datamodule.vocab, "").to(device)[None, :]  # (1, 1)
+    cached, ids_cached = generation_rate(net, prompt, args.tokens, True, device)
+    uncached, ids_plain = generation_rate(net, prompt, args.tokens, False, device)
+    return {"model": model, "params": sum(p.numel() for p in net.parameters()), "max_context": net.max_context,
+            "tokens": args.tokens, "device": str(device), "chars_per_s_cached": cached,
+            "chars_per_s_uncached": uncached, "speedup": cached / uncached,
+            "same_ids": bool(torch.equal(ids_cached, ids_plain))}
+
+
+# ---------------------------------------------------------------------------- reporting
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    return {"torch": torch.__version__, "lightning": L.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, float):
+            return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in text)) if text else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in text]
+    return "\n".join(lines)
+
+
+def train_table(rows: list[dict[str, Any]], first: str = "model") -> str:
+    headers = [first, "params", "tok/s framework", "tok/s plain", "ratio", "ms/step fw", "peak MB fw",
+               "peak MB plain"]
+    body = [[r[first] if first == "model" else f"T={r['block_size']} C={r['n_embd']}", r["params"],
+             r["framework"]["tokens_per_s"], r["plain"]["tokens_per_s"], r["ratio"], r["framework"]["ms_per_step"],
+             r["framework"]["peak_mb"], r["plain"]["peak_mb"]] for r in rows]
+    return format_table(headers, body)
+
+
+def generate_table(rows: list[dict[str, Any]]) -> str:
+    headers = ["model", "params", "chars/s cached", "chars/s uncached", "speedup", "same ids"]
+    return format_table(headers, [[r["model"], r["params"], r["chars_per_s_cached"], r["chars_per_s_uncached"],
+                                   r["speedup"], r["same_ids"]] for r in rows])
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    log(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
+        raise CharLMError("--warmup, --steps and --repeats must be at least 1 (the clock starts after warm-up)")
+    rows = []
+    for model in args.models:
+        log(f"{model} ...")
+        rows.append(compare(model, args))
+    scaling = scaling_rows(args)
+    print(train_table(rows))
+    if scaling:
+        print("\ntransformer: how the cost of a step grows with block size (T) and width (C)")
+        print(train_table(scaling, first="shape"))
+    medians = {"ratio_median": statistics.median(r["ratio"] for r in rows)} if rows else {}
+    payload = {"benchmark": "train", "machine": machine(), "command": sys.argv,
+               "settings": {"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "data": args.data,
+                            "set": args.set, "memory": "peak RSS of the process (MB), or CUDA peak allocated"},
+               "models": rows, "scaling": scaling, **medians}
+    write_json(args.out, payload)
+    return payload
+
+
+def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
+    if args.tokens < 1:
+        raise CharLMError("--tokens must be at least 1")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rows = []
+    for model in args.models:
+        log(f"{model} ...")
+        rows.append(generation_row(model, args, device))
+    print(generate_table(rows))
+    payload = {"benchmark": "generate", "machine": machine(), "command": sys.argv,
+               "settings": {"tokens": args.tokens, "block_size": args.block_size, "data": args.data,
+                            "set": args.set},
+               "models": rows}
+    write_json(args.out, payload)
+    return payload
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchmark.py", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    common.add_argument("--data", help="text file (or directory / glob) to train on; default: the config's corpus")
+    common.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="Hydra overrides for every run (model.* keys a model lacks are skipped for it)")
+    t = sub.add_parser("train", parents=[common], help="training tokens/s: Lightning path vs plain loop")
+    t.add_argument("--steps", type=int, default=50, help="timed steps per run (after the warm-up)")
+    t.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    t.add_argument("--repeats", type=int, default=1, help="alternate framework/plain runs; report the fastest")
+    t.add_argument("--scaling-blocks", type=int, nargs="*", default=[64, 128, 256], help="transformer block sizes")
+    t.add_argument("--scaling-widths", type=int, nargs="*", default=[128, 256], help="transformer n_embd values")
+    t.add_argument("--out", default="outputs/benchmark/train.json")
+    g = sub.add_parser("generate", parents=[common], help="generation chars/s: cached vs uncached")
+    g.add_argument("--tokens", type=int, default=1000, help="characters to generate")
+    g.add_argument("--block-size", type=int, default=256, help="the transformer's context (data.block_size)")
+    g.add_argument("--device", help="cpu | cuda | cuda:1 ...; default: cuda when available")
+    g.add_argument("--out", default="outputs/benchmark/generate.json")
+    return p
+
+
+def quiet_lightning() -> None:
+    """Keep the tables readable: Lightning's start-up notes and data-loader hints are not results."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for message in (".*does not have many workers.*", ".*IterableDataset.*has `__len__` defined.*",
+                    ".*isinstance\\(treespec, LeafSpec\\).*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parser().parse_args(argv)
+    quiet_lightning()
+    return cmd_train(args) if args.command == "train" else cmd_generate(args)
