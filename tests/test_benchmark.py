@@ -1,0 +1,152 @@
+"""The benchmark command end to end on tiny settings, the experiment recipes, and torch.compile.
+
+The benchmark runs as a user runs it (a subprocess with its own data cache) and must write JSON
+a later comparison can read. Its numbers are not checked, only its shape and its honesty check:
+the framework and the plain loop end on the same loss, so they did the same computation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from charlm.benchmark import MODELS
+from charlm.config import check_config
+from charlm.module import build_net
+from charlm.train import build_module
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+# Applied to every model; the benchmark skips model.* keys a model's config does not have.
+TINY = ["data.block_size=16", "data.batch_size=4", "model.hidden_size=16", "model.num_layers=1",
+        "model.embedding_dim=8", "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "threads=1"]
+MEASUREMENT_KEYS = {"tokens_per_s", "ms_per_step", "steps", "peak_mb", "final_loss"}
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    lines = ["ROMEO:", "But soft, what light through yonder window breaks?", "JULIET:", "O Romeo, Romeo!", ""]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(lines * 60), encoding="utf-8")
+    return path
+
+
+def benchmark(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CHARLM_CACHE": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), *args], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=tmp_path)
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*overrides, "paths.output_dir=unused"])
+
+
+@pytest.mark.slow
+def test_train_benchmark_writes_a_table_and_json(tmp_path: Path, text_file: Path) -> None:
+    out = tmp_path / "train.json"
+    proc = benchmark(tmp_path, "train", "--data", str(text_file), "--steps", "3", "--warmup", "1",
+                     "--scaling-blocks", "8", "16", "--scaling-widths", "16", "--out", str(out), "--set", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tok/s framework" in proc.stdout and "how the cost of a step grows" in proc.stdout
+    payload = json.loads(out.read_text())
+    assert payload["benchmark"] == "train" and payload["machine"]["torch"] == torch.__version__
+    assert [row["model"] for row in payload["models"]] == list(MODELS)
+    assert [(row["block_size"], row["n_embd"]) for row in payload["scaling"]] == [(8, 16), (16, 16)]
+    for row in payload["models"] + payload["scaling"]:
+        assert row["params"] > 0 and row["ratio"] > 0 and row["device"] == "cpu"
+        for side in ("framework", "plain"):
+            assert set(row[side]) == MEASUREMENT_KEYS
+            assert row[side]["steps"] == 3 and row[side]["tokens_per_s"] > 0 and row[side]["peak_mb"] > 0
+            assert math.isfinite(row[side]["final_loss"])
+        assert row["loss_gap"] < 1e-4, f"{row['model']}: the plain loop did not train the same way"
+
+
+@pytest.mark.slow
+def test_generate_benchmark_writes_a_table_and_json(tmp_path: Path, text_file: Path) -> None:
+    out = tmp_path / "generate.json"
+    proc = benchmark(tmp_path, "generate", "--models", "bigram", "lstm", "transformer", "--data", str(text_file),
+                     "--tokens", "40", "--block-size", "16", "--out", str(out), "--set", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "chars/s cached" in proc.stdout
+    rows = json.loads(out.read_text())["models"]
+    assert [row["model"] for row in rows] == ["bigram", "lstm", "transformer"]
+    for row in rows:
+        assert row["chars_per_s_cached"] > 0 and row["chars_per_s_uncached"] > 0 and row["speedup"] > 0
+        assert row["same_ids"], f"{row['model']}: cached and uncached generation disagree"
+    assert rows[-1]["max_context"] == 16  # 40 characters overflow the window: the cache is rebuilt too
+
+
+def test_benchmark_refuses_a_run_without_timed_steps(tmp_path: Path, text_file: Path) -> None:
+    proc = benchmark(tmp_path, "train", "--models", "bigram", "--warmup", "0", "--data", str(text_file))
+    assert proc.returncode == 2 and "error: --warmup" in proc.stderr
+
+
+# What each recipe must say; the header must give its command and leave the results to be measured.
+RECIPES = {
+    "nanogpt_cpu": {"model.n_layer": 4, "model.n_head": 4, "model.n_embd": 128, "model.block_size": 64,
+                    "data.batch_size": 12, "data.sampling": "random", "trainer.max_steps": 2000,
+                    "scheduler.total_steps": 2000, "scheduler.min_lr_ratio": 0.1, "scheduler.warmup_steps": 100,
+                    "optimizer.lr": 1e-3, "optimizer.weight_decay": 0.1, "optimizer.betas": [0.9, 0.99],
+                    "model.dropout": 0.0, "trainer.val_check_interval": 250},
+    "nanogpt_shakespeare_char": {"model.n_layer": 6, "model.n_head": 6, "model.n_embd": 384, "model.block_size": 256,
+                                 "data.batch_size": 64, "trainer.max_steps": 5000, "model.dropout": 0.2,
+                                 "optimizer.lr": 1e-3, "scheduler.min_lr_ratio": 0.1, "scheduler.warmup_steps": 100,
+                                 "trainer.precision": "bf16-mixed", "model.compile": True,
+                                 "matmul_precision": "high", "optimizer.fused": True},
+    "char_rnn_lstm": {"model.cell": "lstm", "model.num_layers": 2, "model.hidden_size": 128,
+                      "data.sampling": "stream", "data.block_size": 50, "data.batch_size": 50, "optimizer.lr": 2e-3},
+}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_config_composes_into_a_valid_run(name: str) -> None:
+    cfg = compose_train(f"experiment={name}")
+    check_config(cfg)
+    for key, expected in RECIPES.get(name, {}).items():
+        value = OmegaConf.select(cfg, key)
+        assert (OmegaConf.to_container(value) if OmegaConf.is_config(value) else value) == expected, key
+    build_net(OmegaConf.to_container(cfg.model, resolve=True), vocab_size=65)  # the model's arguments are valid
+    header = (ROOT / "conf" / "experiment" / f"{name}.yaml").read_text().split("defaults:")[0]
+    assert header.startswith("# @package _global_")
+    assert f"python scripts/train.py experiment={name}" in header and "val loss: (to be measured)" in header
+
+
+def test_every_recipe_named_here_exists() -> None:
+    assert set(RECIPES) <= set(EXPERIMENTS)
+
+
+@pytest.mark.slow
+def test_compiled_and_eager_transformer_agree_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`model.compile=true` must change speed only: same loss and gradients as eager, within float tolerance.
+
+    Inductor generates and compiles C++ for the CPU: ~15 s of CPU time for this tiny model."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "compile_threads", 1)  # no worker pool to start for one tiny graph
+    tiny = ["model=transformer", "data.block_size=16", "model.n_layer=1", "model.n_head=2", "model.n_embd=16"]
+    modules = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        modules[compiled] = build_module(compose_train(*tiny, f"model.compile={compiled}"), "abcdefgh")
+    modules[True].net.load_state_dict(modules[False].net.state_dict())  # compile in place keeps the names
+    x, y = torch.randint(0, 8, (2, 4, 16), generator=torch.Generator().manual_seed(1))
+    losses = {}
+    for compiled, module in modules.items():
+        logits, _ = module(x)
+        losses[compiled] = F.cross_entropy(logits.reshape(-1, 8), y.reshape(-1))
+        losses[compiled].backward()
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-5, atol=1e-5)
+    for (name, eager), compiled in zip(modules[False].net.named_parameters(), modules[True].net.parameters(),
+                                       strict=True):
+        torch.testing.assert_close(compiled.grad, eager.grad, rtol=1e-4, atol=1e-5, msg=name)
