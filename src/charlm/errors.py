@@ -3,6 +3,8 @@
 Anything raised as `CharLMError` is the user's to fix (a bad path, value or checkpoint);
 the command-line entry points print its message on one line and exit with status 2
 instead of showing a traceback. Everything else is a bug and keeps its traceback.
+Inside a Hydra multirun the error is raised instead: exiting would end every job of the
+sweep, while a raised error fails only this job (charlm.sweep records it and goes on).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import functools
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 EXIT_USER_ERROR = 2
 
@@ -21,6 +26,11 @@ class CharLMError(Exception):
     """A problem with the user's input, reported as a single line."""
 
 
+def in_multirun() -> bool:
+    """True inside a job of a Hydra multirun (`-m`), where one job must not end the others."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def exit_on_user_error(fn: F) -> F:
     """Turn a `CharLMError` escaping `fn` into `error: ...` on stderr and exit code 2."""
 
@@ -29,6 +39,8 @@ def exit_on_user_error(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except CharLMError as err:
+            if in_multirun():
+                raise
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
 

@@ -1,0 +1,289 @@
+"""Sweeps: each job's record, and one summary of all jobs when a multirun ends.
+
+A job leaves `result.json` in its run directory: the `RunResult` Lightning callback writes the
+model size and val/loss record when training ends, and `SweepCallback.on_job_end` (a Hydra
+callback, registered in conf/hydra/default.yaml) adds the status, error and wall time.
+
+Hydra stops a sweep at the first job that raises (the basic and Optuna sweepers re-raise its
+exception once its batch is done, and `on_multirun_end` never runs). With `keep_going` a
+failed job is recorded, logged and handed to the sweeper as a NaN result instead, so the other
+jobs still run and the summary still gets written; Optuna marks such a trial failed.
+
+`on_multirun_end` writes summary.md, summary.csv and val_loss.png into the sweep directory from
+each job's result.json and TensorBoard events. `python -m charlm.sweep SWEEP_DIR` writes them
+again, e.g. for a sweep that was killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from charlm.errors import CharLMError
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+SUMMARY_COLUMNS = ("job", "dir", "overrides", "num_params", "steps", "best_val_loss", "best_val_bpc",
+                   "final_val_loss", "final_val_bpc", "tokens_per_sec", "wall_time_s", "status", "error")
+
+
+def is_rank_zero() -> bool:
+    """False in the extra DDP ranks, which run the same Hydra job in the same directory."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+def read_result(job_dir: Path) -> dict[str, Any]:
+    path = Path(job_dir) / RESULT_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def update_result(job_dir: str | Path, **fields: Any) -> None:
+    """Merge `fields` into the job's result.json; written whole, so a reader never sees half a file."""
+    path = Path(job_dir) / RESULT_FILE
+    record = {**read_result(path.parent), **fields}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+class RunResult(L.Callback):
+    """Writes the model's size and its val/loss record to `<dirpath>/result.json` when fit ends.
+
+    The sweep summary reads it, so a job's numbers are there even without a TensorBoard logger.
+    """
+
+    def __init__(self, dirpath: str):
+        self.dirpath = dirpath
+        self.val: list[tuple[int, float, float]] = []  # (step, val/loss, val/bpc)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        if trainer.sanity_checking or "val/loss" not in metrics:
+            return
+        bpc = float(metrics["val/bpc"]) if "val/bpc" in metrics else math.nan
+        self.val.append((trainer.global_step, float(metrics["val/loss"]), bpc))
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        fields: dict[str, Any] = {"num_params": sum(p.numel() for p in pl_module.parameters()),
+                                  "steps": trainer.global_step, "world_size": trainer.world_size,
+                                  "torch_threads": torch.get_num_threads()}
+        if self.val:
+            best = min(self.val, key=lambda v: v[1] if math.isfinite(v[1]) else math.inf)
+            fields.update(best_val_loss=best[1], best_val_bpc=best[2],
+                          final_val_loss=self.val[-1][1], final_val_bpc=self.val[-1][2])
+        Path(self.dirpath).mkdir(parents=True, exist_ok=True)
+        update_result(self.dirpath, **fields)
+
+
+def one_line_error(err: BaseException) -> str:
+    """A user error is its message; anything else also names the exception type."""
+    text = str(err) if isinstance(err, CharLMError) else f"{type(err).__name__}: {err}"
+    return " ".join(text.split())
+
+
+class SweepCallback(Callback):
+    """Records each job in its result.json; in a multirun, keeps going past failed jobs and summarises."""
+
+    def __init__(self, keep_going: bool = True):
+        self.keep_going = keep_going
+        self._started = time.monotonic()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """SQLite will not create the folder of an Optuna storage file (`sqlite:///outputs/optuna.db`)."""
+        storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
+        if isinstance(storage, str) and storage.startswith("sqlite:///"):
+            Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._started = time.monotonic()
+        if is_rank_zero():
+            (Path(config.hydra.runtime.output_dir) / RESULT_FILE).unlink(missing_ok=True)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        failed = job_return.status == JobStatus.FAILED
+        error = job_return._return_value if failed else None  # `.return_value` would raise it
+        if is_rank_zero():
+            record_job(config, job_return, error, time.monotonic() - self._started)
+        if failed and self.keep_going and config.hydra.mode == RunMode.MULTIRUN:
+            job_return.status = JobStatus.COMPLETED
+            job_return.return_value = math.nan
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        rows = write_summary(Path(config.hydra.sweep.dir))
+        failed = [row for row in rows if row["status"] != "ok"]
+        if failed:
+            log.warning(f"{len(failed)} of {len(rows)} jobs failed: " + "; ".join(
+                f"#{row['job']} {row['error']}" for row in failed))
+
+
+def record_job(config: DictConfig, job_return: JobReturn, error: BaseException | None, wall_time: float) -> None:
+    """Add status, error and wall time to the job's result.json; log a failure where it is seen."""
+    job_num = OmegaConf.select(config, "hydra.job.num", default=None)
+    if error is not None:
+        where = f"job #{job_num} ({' '.join(job_return.overrides or [])})" if job_num is not None else "job"
+        trace = None if isinstance(error, CharLMError) else (type(error), error, error.__traceback__)
+        log.error(f"{where} failed: {one_line_error(error)}", exc_info=trace)
+    update_result(config.hydra.runtime.output_dir, job=job_num, overrides=list(job_return.overrides or []),
+                  status="failed" if error is not None else "ok",
+                  error=one_line_error(error) if error is not None else "",
+                  wall_time_s=round(wall_time, 2),
+                  return_value=job_return._return_value if error is None else None)
+
+
+# ---- the summary -------------------------------------------------------------------------------
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Every job directory under the sweep (overrides such as data.path=a/b.txt nest them)."""
+    return sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml"))
+
+
+def read_scalars(job_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """The job's TensorBoard scalars that the summary uses, as (step, value) lists."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not any(job_dir.glob("events.out.tfevents.*")):
+        return {}
+    events = EventAccumulator(str(job_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags().get("scalars", [])
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in ("val/loss", "val/bpc", "train/tokens_per_sec") if tag in tags}
+
+
+def job_number(job_dir: Path) -> int | None:
+    hydra_cfg = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text()) or {}
+    num = hydra_cfg.get("hydra", {}).get("job", {}).get("num")
+    return int(num) if isinstance(num, int) else None
+
+
+def summary_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
+    """One job's line: TensorBoard's val curves and throughput, result.json's size, status and time."""
+    result = read_result(job_dir)
+    scalars = read_scalars(job_dir)
+    loss, bpc = scalars.get("val/loss", []), scalars.get("val/bpc", [])
+    best = min(range(len(loss)), key=lambda i: loss[i][1] if math.isfinite(loss[i][1]) else math.inf, default=None)
+    rates = [v for _, v in scalars.get("train/tokens_per_sec", [])]
+    status = result.get("status") or "failed"
+    error = result.get("error", "") if "status" in result else "no result: the job was killed or is still running"
+    return {
+        "job": job_number(job_dir),
+        "dir": job_dir.relative_to(sweep_dir).as_posix(),
+        "overrides": " ".join(yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []),
+        "num_params": result.get("num_params"),
+        "steps": result.get("steps", loss[-1][0] + 1 if loss else None),
+        "best_val_loss": loss[best][1] if best is not None else result.get("best_val_loss"),
+        "best_val_bpc": bpc[best][1] if best is not None and len(bpc) == len(loss) else result.get("best_val_bpc"),
+        "final_val_loss": loss[-1][1] if loss else result.get("final_val_loss"),
+        "final_val_bpc": bpc[-1][1] if bpc else result.get("final_val_bpc"),
+        "tokens_per_sec": statistics.median(rates) if rates else None,  # the median skips the warm-up interval
+        "wall_time_s": result.get("wall_time_s"),
+        "status": status,
+        "error": error,
+        "_val_loss": loss,
+    }
+
+
+def varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
+    """Per job, only the overrides that differ between jobs: what tells the jobs apart."""
+    parsed = [dict(o.split("=", 1) if "=" in o else (o, "") for o in row["overrides"].split()) for row in rows]
+    keys = {k for p in parsed for k in p}
+    varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
+    labels = [" ".join(f"{k}={p[k]}" for k in sorted(varying) if k in p) for p in parsed]
+    return [label or row["dir"] for label, row in zip(labels, rows, strict=True)]
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def markdown_table(sweep_dir: Path, rows: list[dict[str, Any]], labels: list[str]) -> str:
+    header = ["#", "job", "params", "best val/loss", "best val/bpc", "final val/loss", "final val/bpc",
+              "tokens/s", "wall time (s)", "status"]
+    lines = [f"# Sweep {sweep_dir}", "",
+             f"{len(rows)} jobs, {sum(r['status'] == 'ok' for r in rows)} ok. val/loss in nats per character.", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row, label in zip(rows, labels, strict=True):
+        status = "ok" if row["status"] == "ok" else f"failed: {row['error']}"
+        cells = [fmt(row["job"]), f"`{label}`", fmt(row["num_params"]), fmt(row["best_val_loss"]),
+                 fmt(row["best_val_bpc"]), fmt(row["final_val_loss"]), fmt(row["final_val_bpc"]),
+                 fmt(row["tokens_per_sec"]), fmt(row["wall_time_s"], 1), status]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    done = [(r["best_val_loss"], label) for r, label in zip(rows, labels, strict=True)
+            if r["status"] == "ok" and isinstance(r["best_val_loss"], float) and math.isfinite(r["best_val_loss"])]
+    if done:
+        loss, label = min(done)
+        lines += ["", f"Best: `{label}` with val/loss {loss:.4f}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_val_loss(rows: list[dict[str, Any]], labels: list[str], path: Path) -> None:
+    """val/loss against training step, one line per job (Agg: no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for row, label in zip(rows, labels, strict=True):
+        if row["_val_loss"]:
+            steps, values = zip(*row["_val_loss"], strict=True)
+            ax.plot(steps, values, marker="o", markersize=3, label=f"#{row['job']} {label}")
+    ax.set(xlabel="training step", ylabel="val/loss (nats per character)", title="Validation loss")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+
+
+def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+    """summary.md, summary.csv and val_loss.png for the sweep; returns the rows."""
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its INFO lines name every event file read
+    dirs = job_dirs(sweep_dir)
+    rows = sorted((summary_row(sweep_dir, d) for d in dirs), key=lambda r: (r["job"] is None, r["job"] or 0, r["dir"]))
+    labels = varying_overrides(rows)
+    (sweep_dir / "summary.md").write_text(markdown_table(sweep_dir, rows, labels))
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_val_loss(rows, labels, sweep_dir / "val_loss.png")
+    log.info(f"sweep summary: {sweep_dir / 'summary.md'}\n{(sweep_dir / 'summary.md').read_text()}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write summary.md, summary.csv and val_loss.png for a sweep.")
+    parser.add_argument("sweep_dir", type=Path, help="the multirun directory (outputs/multirun/<date>)")
+    args = parser.parse_args()
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir} is not a directory")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    write_summary(args.sweep_dir)
+
+
+if __name__ == "__main__":
+    main()

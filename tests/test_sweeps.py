@@ -1,0 +1,148 @@
+"""Multiruns as a user starts them: summaries and failed jobs.
+
+Every sweep runs the real `scripts/train.py -m` on tiny models. The tiny settings live in an
+`experiment=tiny` config of the test's own (passed with --config-dir), which keeps the job
+directories, named by their overrides, short.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from charlm.errors import CharLMError
+from charlm.sweep import SweepCallback, varying_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = """\
+# @package _global_
+data: {path: corpus.txt, block_size: 16, batch_size: 4, val_batch_size: 8}
+trainer: {max_steps: 6, val_check_interval: 3, log_every_n_steps: 2, enable_progress_bar: false,
+          enable_model_summary: false}
+callbacks: {progress_bar: null, sample_text: null}
+threads: 1
+"""
+
+
+def english_like(n_chars: int = 6000, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    words = "the a king queen speaks of love to thee my lord what is this now good sir and night".split()
+    lines = []
+    while sum(map(len, lines)) < n_chars:
+        lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(4, 10))).capitalize() + ".\n")
+    return "".join(lines)[:n_chars]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A directory to run in: corpus.txt and conf/experiment/tiny.yaml."""
+    (tmp_path / "corpus.txt").write_text(english_like())
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "tiny.yaml").write_text(TINY)
+    return tmp_path
+
+
+def sweep(workdir: Path, *overrides: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, Path]:
+    """`train.py -m experiment=tiny ...` in `workdir`; returns the process and its sweep dir."""
+    sweep_dir = workdir / "sweep"
+    env = {**os.environ, "CHARLM_CACHE": str(workdir / "cache"), "HYDRA_FULL_ERROR": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "-cd", str(workdir / "conf"),
+                           "experiment=tiny", f"hydra.sweep.dir={sweep_dir}", *overrides],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    return done, sweep_dir
+
+
+def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_ok(row: dict[str, str]) -> None:
+    assert row["status"] == "ok", row
+    assert int(row["num_params"]) > 0 and int(row["steps"]) == 6
+    assert math.isfinite(float(row["best_val_loss"])) and float(row["best_val_loss"]) <= float(row["final_val_loss"])
+    assert abs(float(row["best_val_bpc"]) - float(row["best_val_loss"]) / math.log(2)) < 1e-4
+    assert float(row["tokens_per_sec"]) > 0 and float(row["wall_time_s"]) > 0
+
+
+@pytest.mark.slow
+def test_a_sweep_over_the_five_models_names_each_job_by_its_overrides_and_summarises_them(workdir):
+    done, sweep_dir = sweep(workdir, "model=bigram,rnn,lstm,gru,transformer")
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = ["bigram", "rnn", "lstm", "gru", "transformer"]
+    rows = summary_rows(sweep_dir)
+    assert [row["dir"] for row in rows] == [f"experiment=tiny,model={name}" for name in names]
+    for row in rows:
+        assert_ok(row)
+        job_dir = sweep_dir / row["dir"]
+        assert list(job_dir.glob("events.out.tfevents.*")), "TensorBoard events belong directly in the job dir"
+        assert json.loads((job_dir / "result.json").read_text())["status"] == "ok"
+    table = (sweep_dir / "summary.md").read_text()
+    assert all(f"`model={name}`" in table for name in names) and "Best: `model=" in table
+    assert (sweep_dir / "val_loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (workdir / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_listed_with_its_error_and_the_sweep_goes_on(workdir):
+    done, sweep_dir = sweep(workdir, "model.hidden_size=-1,16")
+    assert done.returncode == 0, done.stderr[-3000:]
+    failed, good = summary_rows(sweep_dir)
+    assert failed["status"] == "failed" and "hidden_size" in failed["error"] and failed["num_params"] == ""
+    assert_ok(good)
+    table = (sweep_dir / "summary.md").read_text()
+    assert "failed: hidden_size must be a positive" in table and "2 jobs, 1 ok" in table
+
+    (sweep_dir / "summary.md").unlink()
+    again = subprocess.run([sys.executable, "-m", "charlm.sweep", str(sweep_dir)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert (sweep_dir / "summary.md").read_text() == table
+
+
+# ---- the pieces, without training ----------------------------------------------------------------
+
+
+def job_end(tmp_path: Path, mode: RunMode, error: Exception | None, keep_going: bool = True) -> JobReturn:
+    config = OmegaConf.create({"hydra": {"mode": mode, "runtime": {"output_dir": str(tmp_path)}, "job": {"num": 3}}})
+    ret = JobReturn(overrides=["model.hidden_size=-1"], status=JobStatus.FAILED if error else JobStatus.COMPLETED)
+    ret.return_value = error if error else 1.5
+    callback = SweepCallback(keep_going=keep_going)
+    callback.on_job_start(config)
+    callback.on_job_end(config, ret)
+    return ret
+
+
+def test_in_a_multirun_a_failed_job_becomes_a_nan_result_and_its_error_is_recorded(tmp_path):
+    ret = job_end(tmp_path, RunMode.MULTIRUN, CharLMError("hidden_size must be a positive number, got -1"))
+    assert ret.status == JobStatus.COMPLETED and math.isnan(ret.return_value)
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["status"] == "failed" and record["error"] == "hidden_size must be a positive number, got -1"
+    assert record["job"] == 3 and record["overrides"] == ["model.hidden_size=-1"]
+
+
+def test_a_bug_is_recorded_with_its_type_and_a_single_run_still_fails(tmp_path):
+    ret = job_end(tmp_path, RunMode.RUN, ValueError("boom\nsecond line"))
+    assert ret.status == JobStatus.FAILED
+    assert json.loads((tmp_path / "result.json").read_text())["error"] == "ValueError: boom second line"
+    assert job_end(tmp_path, RunMode.MULTIRUN, ValueError("x"), keep_going=False).status == JobStatus.FAILED
+    ok = job_end(tmp_path, RunMode.MULTIRUN, None)
+    assert ok.return_value == 1.5 and json.loads((tmp_path / "result.json").read_text())["status"] == "ok"
+
+
+def test_jobs_are_labelled_by_the_overrides_that_tell_them_apart():
+    rows = [{"overrides": "data.path=a.txt model=lstm seed=1", "dir": "d0"},
+            {"overrides": "data.path=a.txt model=gru seed=1", "dir": "d1"},
+            {"overrides": "data.path=a.txt model=gru seed=1 +x=2", "dir": "d2"}]
+    assert varying_overrides(rows) == ["model=lstm", "model=gru", "+x=2 model=gru"]
+    assert varying_overrides(rows[:1]) == ["d0"]
