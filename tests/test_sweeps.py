@@ -1,4 +1,4 @@
-"""Multiruns as a user starts them: summaries and failed jobs.
+"""Multiruns as a user starts them: summaries, failed jobs, Optuna with SQLite, and the launchers.
 
 Every sweep runs the real `scripts/train.py -m` on tiny models. The tiny settings live in an
 `experiment=tiny` config of the test's own (passed with --config-dir), which keeps the job
@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
@@ -108,6 +109,61 @@ def test_a_failed_job_is_listed_with_its_error_and_the_sweep_goes_on(workdir):
     again = subprocess.run([sys.executable, "-m", "charlm.sweep", str(sweep_dir)], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert (sweep_dir / "summary.md").read_text() == table
+
+
+@pytest.mark.slow
+def test_optuna_search_keeps_its_study_in_sqlite_and_a_second_sweep_adds_trials(workdir):
+    db = workdir / "db" / "optuna.db"  # db/ does not exist: the sweep callback creates it for SQLite
+    search = ["hparams_search=optuna", "trainer.max_steps=6", "trainer.val_check_interval=3",
+              f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.study_name=tiny"]
+    done, sweep_dir = sweep(workdir, *search, "hydra.sweeper.n_trials=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = summary_rows(sweep_dir)
+    assert len(rows) == 2 and all(row["dir"].startswith(f"{i}_") for i, row in enumerate(rows))
+    for row in rows:
+        assert_ok(row)
+    assert (sweep_dir / "optimization_results.yaml").is_file()
+
+    (workdir / "sweep").rename(workdir / "first")
+    done, _ = sweep(workdir, *search, "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler.seed=7")
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert study.best_value == min(t.value for t in study.trials)
+
+
+@pytest.mark.slow
+def test_the_transformer_search_space_trains(workdir):
+    done, sweep_dir = sweep(workdir, "hparams_search=optuna_transformer", "trainer.max_steps=6",
+                            "trainer.val_check_interval=3", "hydra.sweeper.n_trials=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = summary_rows(sweep_dir)
+    assert_ok(row)
+    assert "model.n_embd=" in row["overrides"] and "model=transformer" not in row["overrides"]
+
+
+@pytest.mark.slow
+def test_the_parallel_launcher_runs_jobs_side_by_side_each_on_its_share_of_the_cores(workdir):
+    done, sweep_dir = sweep(workdir, "hydra/launcher=parallel", "threads=0", "model=lstm,gru")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = summary_rows(sweep_dir)
+    assert len(rows) == 2
+    for row in rows:
+        assert_ok(row)
+        result = json.loads((sweep_dir / row["dir"] / "result.json").read_text())
+        assert result["torch_threads"] == max(1, (os.cpu_count() or 1) // 2)  # n_jobs: 2
+    assert "Joblib.Parallel(n_jobs=2" in done.stderr + done.stdout
+
+
+@pytest.mark.slow
+def test_the_submitit_local_launcher_runs_a_sweep(workdir):
+    done, sweep_dir = sweep(workdir, "hydra/launcher=slurm_local", "threads=0", "model.hidden_size=-1,16")
+    assert done.returncode == 0, done.stderr[-3000:]
+    failed, good = summary_rows(sweep_dir)
+    assert failed["status"] == "failed" and "hidden_size" in failed["error"]
+    assert_ok(good)
+    assert json.loads((sweep_dir / good["dir"] / "result.json").read_text())["torch_threads"] == 1  # cpus_per_task
+    assert list((sweep_dir / ".submitit").rglob("*_result.pkl"))
 
 
 # ---- the pieces, without training ----------------------------------------------------------------

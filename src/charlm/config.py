@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, in_multirun
 
 # key -> (accepted types, what to tell the user). A key absent from the config is skipped.
 TYPED_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -62,9 +63,19 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def resolve_threads(cfg: DictConfig) -> int:
-    """Torch threads for this job: `threads`, or all cores shared among parallel sweep jobs."""
+    """Torch threads for this job: `threads`, or its share of the cores when sweep jobs run side by side.
+
+    The share: a submitit job's `cpus_per_task`, else all cores divided by `parallel_jobs`, which
+    null leaves to the multirun's launcher (joblib's n_jobs; 1 for jobs that run one at a time).
+    """
     threads = int(cfg.get("threads") or 0)
     if threads > 0:
         return threads
+    launcher = HydraConfig.get().launcher if in_multirun() else {}
+    if launcher.get("cpus_per_task"):
+        return int(launcher["cpus_per_task"])
     cores = os.cpu_count() or 1
-    return max(1, cores // max(1, int(cfg.get("parallel_jobs") or 1)))
+    jobs = int(cfg.get("parallel_jobs") or launcher.get("n_jobs") or 1)
+    if jobs < 0:  # joblib: -1 = one job per core, -2 = all cores but one ...
+        jobs = max(1, cores + 1 + jobs)
+    return max(1, cores // jobs)
