@@ -46,6 +46,16 @@ def select_state(state: Any, rows: torch.Tensor) -> Any:
     return state[:, rows]
 
 
+def check_teacher_forcing(ratio: float, final: float | None, steps: int) -> None:
+    """Refuse a ratio outside [0, 1] or a negative schedule length before training starts."""
+    for name, value in (("teacher_forcing_ratio", ratio), ("teacher_forcing_final", final)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (value is None and name == "teacher_forcing_final") and not (number and 0.0 <= value <= 1.0):
+            raise CharLMError(f"model.{name}={value!r} must be a number in [0, 1]")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise CharLMError(f"model.teacher_forcing_steps={steps!r} must be an integer >= 0")
+
+
 class Seq2Seq(nn.Module):
     """embedding -> rnn|lstm|gru encoder -> decoder of the same cell, started from the encoder's final state.
 
@@ -76,12 +86,9 @@ class Seq2Seq(nn.Module):
         require_positive(vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers,
                          embedding_dim=embedding_dim)
         require_dropout(dropout)
-        for name, ratio in (("teacher_forcing_ratio", teacher_forcing_ratio),
-                            ("teacher_forcing_final", teacher_forcing_final)):
-            if ratio is not None and not 0.0 <= ratio <= 1.0:
-                raise CharLMError(f"model.{name}={ratio!r} must be in [0, 1]")
-        if teacher_forcing_steps < 0:
-            raise CharLMError(f"model.teacher_forcing_steps={teacher_forcing_steps!r} must be >= 0")
+        check_teacher_forcing(teacher_forcing_ratio, teacher_forcing_final, teacher_forcing_steps)
+        if not isinstance(bidirectional, bool):
+            raise CharLMError(f"model.bidirectional={bidirectional!r} must be true or false")
         self.cell, self.attention, self.hidden_size = cell, attention, hidden_size
         self.tf_start, self.tf_final = teacher_forcing_ratio, teacher_forcing_final
         self.tf_steps = teacher_forcing_steps
