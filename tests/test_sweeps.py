@@ -124,12 +124,16 @@ def test_optuna_search_keeps_its_study_in_sqlite_and_a_second_sweep_adds_trials(
         assert_ok(row)
     assert (sweep_dir / "optimization_results.yaml").is_file()
 
-    (workdir / "sweep").rename(workdir / "first")
-    done, _ = sweep(workdir, *search, "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler.seed=7")
+    (workdir / "sweep").rename(workdir / "first")  # a second sweep adds a trial, one that fails
+    done, sweep_dir = sweep(workdir, *search, "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler.seed=7",
+                            "data.batch_size=0")
     assert done.returncode == 0, done.stderr[-3000:]
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
-    assert study.best_value == min(t.value for t in study.trials)
+    complete, failed = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+    assert [t.state for t in study.trials] == [complete, complete, failed]
+    assert study.best_value == min(float(row["best_val_loss"]) for row in rows)
+    (row,) = summary_rows(sweep_dir)
+    assert row["status"] == "failed" and "data.batch_size" in row["error"]
 
 
 @pytest.mark.slow
@@ -179,9 +183,9 @@ def job_end(tmp_path: Path, mode: RunMode, error: Exception | None, keep_going: 
     return ret
 
 
-def test_in_a_multirun_a_failed_job_becomes_a_nan_result_and_its_error_is_recorded(tmp_path):
+def test_in_a_multirun_a_failed_job_becomes_a_job_without_result_and_its_error_is_recorded(tmp_path):
     ret = job_end(tmp_path, RunMode.MULTIRUN, CharLMError("hidden_size must be a positive number, got -1"))
-    assert ret.status == JobStatus.COMPLETED and math.isnan(ret.return_value)
+    assert ret.status == JobStatus.COMPLETED and ret.return_value is None
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["status"] == "failed" and record["error"] == "hidden_size must be a positive number, got -1"
     assert record["job"] == 3 and record["overrides"] == ["model.hidden_size=-1"]

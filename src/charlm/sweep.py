@@ -6,8 +6,10 @@ callback, registered in conf/hydra/default.yaml) adds the status, error and wall
 
 Hydra stops a sweep at the first job that raises (the basic and Optuna sweepers re-raise its
 exception once its batch is done, and `on_multirun_end` never runs). With `keep_going` a
-failed job is recorded, logged and handed to the sweeper as a NaN result instead, so the other
-jobs still run and the summary still gets written; Optuna marks such a trial failed.
+failed job is recorded, logged and handed to the sweeper as a job that returned None instead,
+so the other jobs still run and the summary still gets written. None, not NaN: the Optuna
+sweeper marks a None trial failed and goes on, while a NaN makes it crash (it tells Optuna the
+NaN, then tells it again as a failure).
 
 `on_multirun_end` writes summary.md, summary.csv and val_loss.png into the sweep directory from
 each job's result.json and TensorBoard events. `python -m charlm.sweep SWEEP_DIR` writes them
@@ -125,7 +127,7 @@ class SweepCallback(Callback):
             record_job(config, job_return, error, time.monotonic() - self._started)
         if failed and self.keep_going and config.hydra.mode == RunMode.MULTIRUN:
             job_return.status = JobStatus.COMPLETED
-            job_return.return_value = math.nan
+            job_return.return_value = None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = write_summary(Path(config.hydra.sweep.dir))
