@@ -123,27 +123,38 @@ class SweepCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         failed = job_return.status == JobStatus.FAILED
         error = job_return._return_value if failed else None  # `.return_value` would raise it
+        multirun = config.hydra.mode == RunMode.MULTIRUN
+        if error is not None and multirun:  # a single run's error is reported by Hydra itself
+            log_failure(config, job_return, error)
         if is_rank_zero():
             record_job(config, job_return, error, time.monotonic() - self._started)
-        if failed and self.keep_going and config.hydra.mode == RunMode.MULTIRUN:
+        if failed and self.keep_going and multirun:
             job_return.status = JobStatus.COMPLETED
             job_return.return_value = None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        rows = write_summary(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            rows = write_summary(sweep_dir)
+        except Exception:  # the jobs are done and kept: a summary bug must not turn the sweep into a failure
+            log.exception(f"could not write the sweep summary; retry with: python -m charlm.sweep {sweep_dir}")
+            return
         failed = [row for row in rows if row["status"] != "ok"]
         if failed:
             log.warning(f"{len(failed)} of {len(rows)} jobs failed: " + "; ".join(
                 f"#{row['job']} {row['error']}" for row in failed))
 
 
+def log_failure(config: DictConfig, job_return: JobReturn, error: BaseException) -> None:
+    """One line for a user error; a bug keeps its traceback (in the console and the job's log)."""
+    where = f"job #{config.hydra.job.num} ({' '.join(job_return.overrides or [])})"
+    trace = None if isinstance(error, CharLMError) else (type(error), error, error.__traceback__)
+    log.error(f"{where} failed: {one_line_error(error)}", exc_info=trace)
+
+
 def record_job(config: DictConfig, job_return: JobReturn, error: BaseException | None, wall_time: float) -> None:
-    """Add status, error and wall time to the job's result.json; log a failure where it is seen."""
+    """Add status, error and wall time to the job's result.json."""
     job_num = OmegaConf.select(config, "hydra.job.num", default=None)
-    if error is not None:
-        where = f"job #{job_num} ({' '.join(job_return.overrides or [])})" if job_num is not None else "job"
-        trace = None if isinstance(error, CharLMError) else (type(error), error, error.__traceback__)
-        log.error(f"{where} failed: {one_line_error(error)}", exc_info=trace)
     update_result(config.hydra.runtime.output_dir, job=job_num, overrides=list(job_return.overrides or []),
                   status="failed" if error is not None else "ok",
                   error=one_line_error(error) if error is not None else "",
