@@ -149,6 +149,22 @@ class CharLM(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip for fused optimisers (fused AdamW) too, when no GradScaler is in play (32-true, bf16-mixed).
+
+        Lightning refuses to clip for any optimiser that unscales inside its step, because under
+        16-mixed the gradients would still be scaled; without a scaler they are the true gradients.
+        """
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if gradient_clip_val and scaler is None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         bad = [name for name, p in self.net.named_parameters() if not torch.isfinite(p).all()]
         if bad:
