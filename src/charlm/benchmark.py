@@ -14,13 +14,19 @@ character) and without it (the whole window re-read per character), on the same 
 initialised weights; no training needed.
 
 Peak memory is the process's peak RSS (reset through /proc/self/clear_refs before each
-run, so runs do not inherit each other's peaks; it includes the ~0.3-0.5 GB that Python,
-torch and Lightning occupy anyway), or the CUDA allocator's peak on a GPU.
+run, so runs do not inherit each other's peaks; it includes the ~0.4 GB that Python, torch
+and Lightning occupy anyway, hence "+MB": peak minus the RSS when the run started), or the
+CUDA allocator's peak on a GPU.
+
+On a CPU shared with other work, `--set threads=1` gives steadier numbers: with more torch
+threads than free cores, small ops wait on descheduled threads (seen here: 20x slower).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import logging
 import platform
@@ -40,17 +46,17 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.errors import CharLMError
 from charlm.models.base import CharNet, detach_state
 from charlm.module import WarmupCosine, build_net
 from charlm.sampling import SamplingOptions, encode_prompt, generate_ids
-from charlm.train import build_module, build_trainer, prepare
+from charlm.train import build_module, build_trainer, instantiate, prepare
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MODELS = ("bigram", "rnn", "lstm", "gru", "transformer")
+ABSENT = object()
 
 # Every training benchmark run: no validation, logger, checkpoints, samples or progress output,
 # one device. What is left is what a training step costs.
@@ -75,7 +81,7 @@ def applicable(overrides: Sequence[str], cfg: DictConfig) -> list[str]:
     kept = []
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
-        if key.startswith("model.") and OmegaConf.select(cfg, key, default=None) is None:
+        if key.startswith("model.") and OmegaConf.select(cfg, key, default=ABSENT) is ABSENT:
             continue
         kept.append(item)
     return kept
@@ -97,25 +103,46 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reset_peak_memory(device: torch.device) -> None:
+def status_mb(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (Linux), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def trim_heap() -> None:
+    """Hand freed heap back to the OS (glibc), so one run's leftovers do not count as the next one's."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def reset_peak_memory(device: torch.device) -> float:
+    """Start a fresh peak; returns the memory in use now (MB): the run's baseline."""
+    gc.collect()
     if device.type == "cuda":
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        return
+        return torch.cuda.memory_allocated(device) / 2**20
+    trim_heap()
     try:  # Linux: "5" resets the peak RSS (VmHWM) to the current RSS
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass  # elsewhere the peak is the process's lifetime peak
+    return status_mb("VmRSS") or 0.0
 
 
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    peak = status_mb("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
@@ -125,17 +152,19 @@ class Measurement:
     tokens_per_s: float
     ms_per_step: float
     steps: int  # timed steps (after the warm-up)
-    peak_mb: float
+    peak_mb: float  # process peak RSS (CPU) or CUDA peak allocated during the run
+    base_mb: float  # the same figure when the run started: peak_mb - base_mb is what the run added
     final_loss: float
 
 
-def measure(stamps: Sequence[float], tokens: Sequence[int], warmup: int, peak_mb: float, loss: float) -> Measurement:
+def measure(stamps: Sequence[float], tokens: Sequence[int], warmup: int, memory: tuple[float, float],
+            loss: float) -> Measurement:
     """Rate over the steps after the warm-up: from the end of the last warm-up step to the end of the last step."""
     if len(stamps) <= warmup:
         raise CharLMError(f"only {len(stamps)} steps ran; need more than the {warmup} warm-up steps")
     seconds = stamps[-1] - stamps[warmup - 1]
     timed = len(stamps) - warmup
-    return Measurement(sum(tokens[warmup:]) / seconds, 1000 * seconds / timed, timed, peak_mb, loss)
+    return Measurement(sum(tokens[warmup:]) / seconds, 1000 * seconds / timed, timed, *memory, loss)
 
 
 class StepTimer(L.Callback):
@@ -177,10 +206,10 @@ def framework_run(cfg: DictConfig, warmup: int) -> tuple[Measurement, TrainRun]:
     timer = StepTimer()
     trainer = build_trainer(cfg, [timer])
     device = trainer.strategy.root_device
-    reset_peak_memory(device)
+    base = reset_peak_memory(device)
     trainer.fit(module, datamodule=datamodule)
     loss = float(timer.loss) if timer.loss is not None else float("nan")
-    result = measure(timer.stamps, timer.tokens, warmup, peak_memory_mb(device), loss)
+    result = measure(timer.stamps, timer.tokens, warmup, (peak_memory_mb(device), base), loss)
     fresh = instantiate(cfg.data)  # unattached to a trainer: its batches start at index 0, rank 0
     fresh.setup("fit")
     run = TrainRun(module.num_params, len(datamodule.vocab), device, fresh.train_dataloader().dataset)
@@ -206,7 +235,7 @@ def autocast_for(precision: Any, device: torch.device) -> Callable[[], AbstractC
     if name in ("32", "32-true"):
         return nullcontext
     if name == "bf16-mixed":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)  # as Lightning
     raise CharLMError(f"trainer.precision={name}: the plain loop mirrors only 32-true and bf16-mixed")
 
 
@@ -217,6 +246,16 @@ def clipper(cfg: DictConfig) -> Callable[[Any], Any]:
     if cfg.trainer.get("gradient_clip_algorithm") == "value":
         return lambda params: torch.nn.utils.clip_grad_value_(params, value)
     return lambda params: torch.nn.utils.clip_grad_norm_(params, value)
+
+
+def plain_loss(net: CharNet, x: torch.Tensor, y: torch.Tensor, state: Any, carry: bool,
+               autocast: Callable[[], AbstractContextManager]) -> tuple[torch.Tensor, Any]:
+    """Forward and loss as `CharLM.training_step` computes them. The logits and an uncarried state
+    (the transformer's key/value tensors) die with this frame as they do there: the same memory."""
+    with autocast():
+        logits, state = net(x, state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+    return loss, (detach_state(state) if carry else None)
 
 
 def plain_run(cfg: DictConfig, run: TrainRun, warmup: int) -> Measurement:
@@ -231,15 +270,12 @@ def plain_run(cfg: DictConfig, run: TrainRun, warmup: int) -> Measurement:
     carry = cfg.data.get("sampling") == "stream" and net.carries_state
     state, stamps, tokens, loss = None, [], [], None
     net.train()
-    reset_peak_memory(device)
+    base = reset_peak_memory(device)
     for index in range(steps):
         batch = run.batches.batch(index)
         x, y = batch["x"].to(device, non_blocking=True), batch["y"].to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            logits, new_state = net(x, None if batch["reset"] or not carry else state)
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
-        state = detach_state(new_state) if carry else None
+        loss, state = plain_loss(net, x, y, None if batch["reset"] or not carry else state, carry, autocast)
         loss.backward()
         clip(net.parameters())
         optimizer.step()
@@ -248,7 +284,7 @@ def plain_run(cfg: DictConfig, run: TrainRun, warmup: int) -> Measurement:
         stamps.append(time.perf_counter())
         tokens.append(x.numel())
     final = float(loss.detach()) if loss is not None else float("nan")
-    return measure(stamps, tokens, warmup, peak_memory_mb(device), final)
+    return measure(stamps, tokens, warmup, (peak_memory_mb(device), base), final)
 
 
 def best(results: list[Measurement]) -> Measurement:
@@ -347,12 +383,16 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def added_mb(m: dict[str, Any]) -> float:
+    return m["peak_mb"] - m["base_mb"]
+
+
 def train_table(rows: list[dict[str, Any]], first: str = "model") -> str:
     headers = [first, "params", "tok/s framework", "tok/s plain", "ratio", "ms/step fw", "peak MB fw",
-               "peak MB plain"]
+               "+MB fw", "+MB plain"]
     body = [[r[first] if first == "model" else f"T={r['block_size']} C={r['n_embd']}", r["params"],
              r["framework"]["tokens_per_s"], r["plain"]["tokens_per_s"], r["ratio"], r["framework"]["ms_per_step"],
-             r["framework"]["peak_mb"], r["plain"]["peak_mb"]] for r in rows]
+             r["framework"]["peak_mb"], added_mb(r["framework"]), added_mb(r["plain"])] for r in rows]
     return format_table(headers, body)
 
 
