@@ -268,12 +268,13 @@ def plain_run(cfg: DictConfig, run: TrainRun, warmup: int) -> Measurement:
     optimizer, scheduler = plain_optimizer(net, cfg, steps)
     autocast, clip = autocast_for(cfg.trainer.precision, device), clipper(cfg)
     carry = cfg.data.get("sampling") == "stream" and net.carries_state
+    pin = device.type == "cuda" and bool(cfg.data.get("pin_memory", False))  # as the data module's DataLoader
     state, stamps, tokens, loss = None, [], [], None
     net.train()
     base = reset_peak_memory(device)
     for index in range(steps):
         batch = run.batches.batch(index)
-        x, y = batch["x"].to(device, non_blocking=True), batch["y"].to(device, non_blocking=True)
+        x, y = ((t.pin_memory() if pin else t).to(device, non_blocking=True) for t in (batch["x"], batch["y"]))
         optimizer.zero_grad(set_to_none=True)
         loss, state = plain_loss(net, x, y, None if batch["reset"] or not carry else state, carry, autocast)
         loss.backward()
@@ -460,16 +461,16 @@ def parser() -> argparse.ArgumentParser:
                         help="Hydra overrides for every run (model.* keys a model lacks are skipped for it)")
     t = sub.add_parser("train", parents=[common], help="training tokens/s: Lightning path vs plain loop")
     t.add_argument("--steps", type=int, default=50, help="timed steps per run (after the warm-up)")
-    t.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    t.add_argument("--warmup", type=int, default=5, help="untimed steps first (with model.compile=true: >= 3)")
     t.add_argument("--repeats", type=int, default=1, help="alternate framework/plain runs; report the fastest")
     t.add_argument("--scaling-blocks", type=int, nargs="*", default=[64, 128, 256], help="transformer block sizes")
     t.add_argument("--scaling-widths", type=int, nargs="*", default=[128, 256], help="transformer n_embd values")
-    t.add_argument("--out", default="outputs/benchmark/train.json")
+    t.add_argument("--out", default="outputs/benchmark/train.json", help="JSON results")
     g = sub.add_parser("generate", parents=[common], help="generation chars/s: cached vs uncached")
     g.add_argument("--tokens", type=int, default=1000, help="characters to generate")
     g.add_argument("--block-size", type=int, default=256, help="the transformer's context (data.block_size)")
     g.add_argument("--device", help="cpu | cuda | cuda:1 ...; default: cuda when available")
-    g.add_argument("--out", default="outputs/benchmark/generate.json")
+    g.add_argument("--out", default="outputs/benchmark/generate.json", help="JSON results")
     return p
 
 
