@@ -88,7 +88,36 @@ def validation_windows(ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor
     return x.view(n, block_size), y.view(n, block_size)
 
 
-class CharDataModule(L.LightningDataModule):
+class StepDataModule(L.LightningDataModule):
+    """What every charlm data module shares: batches indexed by training step, sharded by rank.
+
+    The loaders get generators of their own: a DataLoader otherwise draws a seed from the global
+    RNG each time it is iterated, and a resumed run would then draw other dropout masks than an
+    uninterrupted one.
+    """
+
+    pin_memory: bool = True
+
+    @property
+    def world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
+    @property
+    def rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
+
+    def batches_done(self) -> int:
+        """Batches consumed so far: where the data order resumes after a checkpoint."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.global_step * self.trainer.accumulate_grad_batches
+
+    def loader(self, dataset, **kwargs) -> DataLoader:
+        pin = self.pin_memory and torch.cuda.is_available()
+        return DataLoader(dataset, pin_memory=pin, generator=torch.Generator(), **kwargs)
+
+
+class CharDataModule(StepDataModule):
     def __init__(
         self,
         path: str | None = None,
@@ -141,30 +170,12 @@ class CharDataModule(L.LightningDataModule):
                 f"or data.batch_size={self.batch_size}, or use a longer text)"
             )
 
-    @property
-    def world_size(self) -> int:
-        return self.trainer.world_size if self.trainer is not None else 1
-
-    def _batches_done(self) -> int:
-        """Batches consumed so far: where the data order resumes after a checkpoint."""
-        if self.trainer is None:
-            return 0
-        return self.trainer.global_step * self.trainer.accumulate_grad_batches
-
     def train_dataloader(self) -> DataLoader:
-        rank = self.trainer.global_rank if self.trainer is not None else 0
         batches = TrainBatches(self.train_ids, self.block_size, self.batch_size, self.sampling, self.seed,
-                               self.epoch_batches, rank, self.world_size, self._batches_done)
-        return DataLoader(batches, batch_size=None, pin_memory=self._pin(), generator=torch.Generator())
+                               self.epoch_batches, self.rank, self.world_size, self.batches_done)
+        return self.loader(batches, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         x, y = validation_windows(self.val_ids, self.block_size)
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        x, y = x[rank :: self.world_size], y[rank :: self.world_size]  # each rank a disjoint share
-        # Own generators: a DataLoader draws a seed from the global RNG each epoch otherwise, and a
-        # resumed run would then draw different dropout masks from an uninterrupted one.
-        return DataLoader(TensorDataset(x, y), batch_size=self.val_batch_size, pin_memory=self._pin(),
-                          generator=torch.Generator())
-
-    def _pin(self) -> bool:
-        return self.pin_memory and torch.cuda.is_available()
+        x, y = x[self.rank :: self.world_size], y[self.rank :: self.world_size]  # each rank a disjoint share
+        return self.loader(TensorDataset(x, y), batch_size=self.val_batch_size)

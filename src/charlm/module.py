@@ -131,7 +131,8 @@ class CharLM(L.LightningModule):
         """One way to log validation results, so a subclass's extra metrics land at the same step."""
         # For checkpoints and the progress bar; the loggers get the values at the step trained so far,
         # which Lightning's own epoch-end logging would put one step earlier.
-        self.log_dict(metrics, prog_bar=True, logger=False)
+        # The values are already reduced over ranks (torchmetrics); sync_dist only averages equal numbers.
+        self.log_dict(metrics, prog_bar=True, logger=False, sync_dist=True)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             for logger in self.loggers:
                 logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)

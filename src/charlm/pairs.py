@@ -17,12 +17,11 @@ import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from charlm.corpus import load_corpus
-from charlm.data import IGNORE, batch_generator
+from charlm.data import IGNORE, StepDataModule, batch_generator
 from charlm.errors import CharLMError
 from charlm.models.base import require_positive
 from charlm.vocab import Vocab
@@ -206,7 +205,7 @@ class PairBatches(IterableDataset):
             yield self.batch(index)
 
 
-class PairsDataModule(L.LightningDataModule):
+class PairsDataModule(StepDataModule):
     """Source/target pairs from `path` (or the Tiny Shakespeare demo), padded per batch."""
 
     task = "seq2seq"
@@ -263,27 +262,11 @@ class PairsDataModule(L.LightningDataModule):
         self.train_items = encode_pairs(self.train_pairs, self.vocab)
         self.val_items = encode_pairs(self.val_pairs, self.vocab)
 
-    @property
-    def world_size(self) -> int:
-        return self.trainer.world_size if self.trainer is not None else 1
-
-    @property
-    def rank(self) -> int:
-        return self.trainer.global_rank if self.trainer is not None else 0
-
-    def _batches_done(self) -> int:
-        if self.trainer is None:
-            return 0
-        return self.trainer.global_step * self.trainer.accumulate_grad_batches
-
     def train_dataloader(self) -> DataLoader:
         batches = PairBatches(self.train_items, self.batch_size, self.seed, self.rank, self.world_size,
-                              self._batches_done)
-        return DataLoader(batches, batch_size=None, pin_memory=self._pin())
+                              self.batches_done)
+        return self.loader(batches, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         items = self.val_items[self.rank :: self.world_size]  # each rank a disjoint share
-        return DataLoader(items, batch_size=self.val_batch_size, collate_fn=collate, pin_memory=self._pin())
-
-    def _pin(self) -> bool:
-        return self.pin_memory and torch.cuda.is_available()
+        return self.loader(items, batch_size=self.val_batch_size, collate_fn=collate)
