@@ -38,7 +38,7 @@ def write(path: Path, data: bytes | str) -> Path:
         (lambda d: (d / "nodir").mkdir() or d / "nodir", [], ["no .txt files"]),
         (lambda d: d / "none-*.txt", [], ["matches no files"]),
         (lambda d: write(d / "bad.txt", b"fine\n" * 100 + b"\xc3\x28"), [], ["bad.txt", "byte offset 500"]),
-        (lambda d: write(d / "short.txt", "abc\n" * 9), [], ["too short", "train split"]),
+        (lambda d: write(d / "short.txt", "ab\n" * 4), [], ["too short", "train split"]),
         (lambda d: write(d / "tiny.txt", "ab" * 5), ["data.val_fraction=0.05"], ["too short", "val split"]),
     ],
 )
