@@ -36,7 +36,7 @@ class SampleText(L.Callback):
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = tensorboard(trainer)
-        if trainer.sanity_checking or logger is None or getattr(pl_module, "task", "lm") != "lm":
+        if trainer.sanity_checking or logger is None or pl_module.task != "lm":
             return  # a seq2seq module writes its own val samples
         # A corpus may lack some prompt characters (even the newline): sample from what it has.
         prompt = "".join(ch for ch in self.prompt if ch in pl_module.vocab.chars)

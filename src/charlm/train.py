@@ -110,9 +110,9 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.vocab.chars)
-    if getattr(datamodule, "task", "lm") != module.task:
+    if datamodule.task != module.task:
         raise CharLMError(f"model {cfg.model._target_} trains on {module.task} data but the data config gives "
-                          f"{getattr(datamodule, 'task', 'lm')} data (seq2seq models take data=pairs)")
+                          f"{datamodule.task} data (seq2seq models take data=pairs)")
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None:
         check_resumable(ckpt_path, module)
@@ -139,9 +139,9 @@ def check_resumable(ckpt_path: str, module: CharLM) -> None:
     if hp.get("vocab") != module.hparams.vocab:
         raise CharLMError(f"checkpoint {ckpt_path} was trained on a different vocabulary than data.path gives; "
                           "resume with the run's original data")
-    if hp.get("model") != module.hparams.model:
-        diff = sorted(k for k in set(hp.get("model", {})) | set(module.hparams.model)
-                      if hp.get("model", {}).get(k) != module.hparams.model.get(k))
+    saved, wanted = hp.get("model") or {}, module.hparams.model
+    if saved != wanted:
+        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise CharLMError(f"checkpoint {ckpt_path} holds a different model (differs in: {', '.join(diff)}); "
                           "resume with the run's original model settings")
 
