@@ -98,7 +98,7 @@ RECIPES = {
     "nanogpt_cpu": {"model.n_layer": 4, "model.n_head": 4, "model.n_embd": 128, "model.block_size": 64,
                     "data.batch_size": 12, "data.sampling": "random", "trainer.max_steps": 2000,
                     "scheduler.total_steps": 2000, "scheduler.min_lr_ratio": 0.1, "scheduler.warmup_steps": 100,
-                    "optimizer.lr": 1e-3, "optimizer.weight_decay": 0.1, "optimizer.betas": [0.9, 0.99],
+                    "optimizer.lr": 3e-3, "optimizer.weight_decay": 0.1, "optimizer.betas": [0.9, 0.99],
                     "model.dropout": 0.0, "trainer.val_check_interval": 250},
     "nanogpt_shakespeare_char": {"model.n_layer": 6, "model.n_head": 6, "model.n_embd": 384, "model.block_size": 256,
                                  "data.batch_size": 64, "trainer.max_steps": 5000, "model.dropout": 0.2,

@@ -15,7 +15,6 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate
 
 from charlm.data import IGNORE
-from charlm.errors import CharLMError
 from charlm.module import CharLM
 from charlm.pairs import PairVocab
 from charlm.seq2seq_generate import decode_ids
@@ -59,13 +58,8 @@ class Seq2SeqLM(CharLM):
         logits = self.net(batch["x"], batch["x_len"], batch["dec_in"], teacher_forcing=ratio)  # (B, T, V)
         loss_sum, count = target_sum_loss(logits, batch["y"])
         loss = loss_sum / count
-        if not torch.isfinite(loss):
-            raise CharLMError(f"training diverged: loss is {loss.item()} at step {self.global_step}; "
-                              "stopped without saving (try a lower optimizer.lr)")
-        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=int(count))
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=int(count))
-        if ratio < 1.0 or self.net.tf_final is not None:
-            self.log("train/teacher_forcing", ratio, on_step=True)
+        scheduled = ratio < 1.0 or self.net.tf_final is not None
+        self.log_train(loss, count, {"train/teacher_forcing": ratio} if scheduled else None)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
