@@ -6,10 +6,11 @@ the key/value cache and carried state buy at generation time.
 with a callback that timestamps every finished step. Then a plain loop trains a net of the
 identical shape (same class from `charlm.models`, same seed so the same initial weights,
 same batches from the same data tensor, same optimiser settings, schedule, clipping and
-precision). The plain loop updates with torch's default optimiser implementation, as a loop
-written by hand does; the project's config picks the fused one. So the ratio of the two
-rates is the framework's overhead net of what its defaults buy. Both count tokens over
-steps after the warm-up only: batch assembly + forward + backward + optimiser.
+precision). The plain loop is what a loop written by hand gets: torch's default optimiser
+implementation (the project's config picks the fused one) and glibc's own allocator
+behaviour (the project keeps freed memory for reuse, see `charlm.memory`). So the ratio of
+the two rates is the framework's overhead net of what its defaults buy. Both count tokens
+over steps after the warm-up only: batch assembly + forward + backward + optimiser.
 
 `generate`: characters per second of `generate_ids` with the cache (one new position per
 character) and without it (the whole window re-read per character), on the same randomly
@@ -27,7 +28,6 @@ threads than free cores, small ops wait on descheduled threads (seen here: 20x s
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import logging
@@ -51,6 +51,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.errors import CharLMError
+from charlm.memory import release_free_memory, reuse_freed_memory
 from charlm.models.base import CharNet, detach_state
 from charlm.module import WarmupCosine, build_net
 from charlm.sampling import SamplingOptions, encode_prompt, generate_ids
@@ -116,14 +117,6 @@ def status_mb(field: str) -> float | None:
     return None
 
 
-def trim_heap() -> None:
-    """Hand freed heap back to the OS (glibc), so one run's leftovers do not count as the next one's."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def reset_peak_memory(device: torch.device) -> float:
     """Start a fresh peak; returns the memory in use now (MB): the run's baseline."""
     gc.collect()
@@ -131,7 +124,7 @@ def reset_peak_memory(device: torch.device) -> float:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         return torch.cuda.memory_allocated(device) / 2**20
-    trim_heap()
+    release_free_memory()  # one run's leftovers neither count as the next one's nor spare it page faults
     try:  # Linux: "5" resets the peak RSS (VmHWM) to the current RSS
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -278,6 +271,7 @@ def plain_run(cfg: DictConfig, run: TrainRun, warmup: int) -> Measurement:
     pin = device.type == "cuda" and bool(cfg.data.get("pin_memory", False))  # as the data module's DataLoader
     state, stamps, tokens, loss = None, [], [], None
     net.train()
+    reuse_freed_memory(False)  # glibc's own allocator behaviour, as in a process that never set it
     base = reset_peak_memory(device)
     for index in range(steps):
         batch = run.batches.batch(index)

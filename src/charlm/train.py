@@ -22,6 +22,7 @@ from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, load_checkpoi
 from charlm.config import check_config, resolve_threads
 from charlm.ddp import ddp_fit
 from charlm.errors import CharLMError
+from charlm.memory import reuse_freed_memory
 from charlm.module import CharLM, module_class
 
 
@@ -83,6 +84,8 @@ def prepare(cfg: DictConfig) -> None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
+    if cfg.get("reuse_freed_memory", True):
+        reuse_freed_memory()
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
