@@ -16,10 +16,10 @@ over steps after the warm-up only: batch assembly + forward + backward + optimis
 character) and without it (the whole window re-read per character), on the same randomly
 initialised weights; no training needed.
 
-Peak memory is the process's peak RSS (reset through /proc/self/clear_refs before each
-run, so runs do not inherit each other's peaks; it includes the ~0.4 GB that Python, torch
-and Lightning occupy anyway, hence "+MB": peak minus the RSS when the run started), or the
-CUDA allocator's peak on a GPU.
+Every run has a process of its own, forked from a server that has only imported charlm, so
+no run inherits another's allocator state, threads or memory peak. Peak memory is that
+process's peak RSS (it includes the ~0.4 GB that Python, torch and Lightning occupy anyway,
+hence "+MB": peak minus the RSS when the run started), or the CUDA allocator's peak on a GPU.
 
 On a CPU shared with other work, `--set threads=1` gives steadier numbers: with more torch
 threads than free cores, small ops wait on descheduled threads (seen here: 20x slower).
@@ -31,6 +31,7 @@ import argparse
 import gc
 import json
 import logging
+import multiprocessing
 import platform
 import resource
 import statistics
@@ -51,7 +52,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.errors import CharLMError
-from charlm.memory import release_free_memory, reuse_freed_memory
+from charlm.memory import release_free_memory
 from charlm.models.base import CharNet, detach_state
 from charlm.module import WarmupCosine, build_net
 from charlm.sampling import SamplingOptions, encode_prompt, generate_ids
@@ -182,18 +183,21 @@ class StepTimer(L.Callback):
 # ---------------------------------------------------------------------------- training: framework and plain
 
 
-@dataclass
-class TrainRun:
-    """What the plain loop needs from the framework run to repeat the same work."""
+def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` in a child process forked from a server that has only imported charlm.
 
-    params: int
-    vocab_size: int
-    device: torch.device
-    batches: Any  # charlm.data.TrainBatches, read directly: same batches, same order
+    Each run starts as a new training process would: glibc's allocator untouched by earlier
+    runs (see `charlm.memory`), no torch threads running yet, and a peak memory of its own.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
 
 
-def framework_run(cfg: DictConfig, warmup: int) -> tuple[Measurement, TrainRun]:
-    """One fit through the project's own code path, timed step by step."""
+def framework_run(cfg_dict: dict, warmup: int) -> tuple[Measurement, dict[str, Any]]:
+    """One fit through the project's own code path, timed step by step; returns what the plain loop needs."""
+    quiet_lightning()
+    cfg = OmegaConf.create(cfg_dict)
     prepare(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -205,10 +209,7 @@ def framework_run(cfg: DictConfig, warmup: int) -> tuple[Measurement, TrainRun]:
     trainer.fit(module, datamodule=datamodule)
     loss = float(timer.loss) if timer.loss is not None else float("nan")
     result = measure(timer.stamps, timer.tokens, warmup, (peak_memory_mb(device), base), loss)
-    fresh = instantiate(cfg.data)  # unattached to a trainer: its batches start at index 0, rank 0
-    fresh.setup("fit")
-    run = TrainRun(module.num_params, len(datamodule.vocab), device, fresh.train_dataloader().dataset)
-    return result, run
+    return result, {"params": module.num_params, "device": str(device)}
 
 
 def plain_optimizer(net: CharNet, cfg: DictConfig, max_steps: int):
@@ -258,11 +259,21 @@ def plain_loss(net: CharNet, x: torch.Tensor, y: torch.Tensor, state: Any, carry
     return loss, (detach_state(state) if carry else None)
 
 
-def plain_run(cfg: DictConfig, run: TrainRun, warmup: int) -> Measurement:
-    """The same training in a bare loop: the baseline the framework is compared with."""
-    device, steps = run.device, int(cfg.trainer.max_steps)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)  # the framework's initial weights
-    net = build_net(OmegaConf.to_container(cfg.model, resolve=True), run.vocab_size).to(device)
+def plain_run(cfg_dict: dict, device_name: str, warmup: int) -> Measurement:
+    """The same training in a bare loop: the baseline the framework is compared with.
+
+    It reads the batches the framework's data module yields (same order, from index 0), and
+    leaves glibc's allocator as it finds it, as a loop written by hand does.
+    """
+    quiet_lightning()
+    cfg = OmegaConf.create(cfg_dict)
+    cfg.reuse_freed_memory = False
+    prepare(cfg)  # threads, seed and matmul precision as the framework's run
+    datamodule = instantiate(cfg.data)  # unattached to a trainer: batches from index 0, rank 0
+    datamodule.setup("fit")
+    batches = datamodule.train_dataloader().dataset
+    device, steps = torch.device(device_name), int(cfg.trainer.max_steps)
+    net = build_net(OmegaConf.to_container(cfg.model, resolve=True), len(datamodule.vocab)).to(device)
     if cfg.model.get("compile", False):
         net.compile()
     optimizer, scheduler = plain_optimizer(net, cfg, steps)
@@ -271,10 +282,9 @@ def plain_run(cfg: DictConfig, run: TrainRun, warmup: int) -> Measurement:
     pin = device.type == "cuda" and bool(cfg.data.get("pin_memory", False))  # as the data module's DataLoader
     state, stamps, tokens, loss = None, [], [], None
     net.train()
-    reuse_freed_memory(False)  # glibc's own allocator behaviour, as in a process that never set it
     base = reset_peak_memory(device)
     for index in range(steps):
-        batch = run.batches.batch(index)
+        batch = batches.batch(index)
         x, y = ((t.pin_memory() if pin else t).to(device, non_blocking=True) for t in (batch["x"], batch["y"]))
         optimizer.zero_grad(set_to_none=True)
         loss, state = plain_loss(net, x, y, None if batch["reset"] or not carry else state, carry, autocast)
@@ -302,11 +312,13 @@ def compare(model: str, args: argparse.Namespace, extra: Sequence[str] = ()) -> 
         with tempfile.TemporaryDirectory(prefix="charlm-bench-") as out:
             overrides = [f"trainer.max_steps={args.warmup + args.steps}", *extra]
             cfg = run_config(model, args.data, args.set, overrides, out)
-            result, run = framework_run(cfg, args.warmup)
+            cfg_dict = OmegaConf.to_container(cfg)
+            result, run = in_fresh_process(framework_run, cfg_dict, args.warmup)
             framework.append(result)
-            plain.append(plain_run(cfg, run, args.warmup))
-        info = {"params": run.params, "block_size": int(cfg.data.block_size), "batch_size": int(cfg.data.batch_size),
-                "sampling": str(cfg.data.sampling), "device": str(run.device), "precision": str(cfg.trainer.precision)}
+            plain.append(in_fresh_process(plain_run, cfg_dict, run["device"], args.warmup))
+        info = {"params": run["params"], "block_size": int(cfg.data.block_size),
+                "batch_size": int(cfg.data.batch_size), "sampling": str(cfg.data.sampling), "device": run["device"],
+                "precision": str(cfg.trainer.precision)}
     fw, pl = best(framework), best(plain)
     return {"model": model, **info, "framework": asdict(fw), "plain": asdict(pl),
             "ratio": fw.tokens_per_s / pl.tokens_per_s,
@@ -486,4 +498,5 @@ def quiet_lightning() -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     quiet_lightning()
+    multiprocessing.set_forkserver_preload(["charlm.benchmark"])  # each run's process starts with charlm imported
     return cmd_train(args) if args.command == "train" else cmd_generate(args)
