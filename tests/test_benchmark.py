@@ -26,6 +26,8 @@ from charlm.config import check_config
 from charlm.module import build_net
 from charlm.train import build_module
 
+from conftest import make_text, tiny_overrides, train_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 # Applied to every model; the benchmark skips model.* keys a model's config does not have.
@@ -171,3 +173,18 @@ def test_fused_adamw_gradients_are_clipped(precision: str) -> None:
     module.configure_gradient_clipping(optimizer, 1.0, "norm")
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in module.parameters() if p.grad is not None]))
     assert norm <= 1.0 + 1e-4
+
+
+@pytest.mark.slow
+def test_gpu_recipe_precision_trains_on_cpu_and_checkpoints_float32_weights(tmp_path: Path) -> None:
+    """bf16-mixed with fused AdamW and clipping, the GPU recipe's settings, through the real command."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_text(), encoding="utf-8")
+    run = tmp_path / "run"
+    done = train_cli(run, *tiny_overrides("transformer"), f"data.path={corpus}", "trainer.precision=bf16-mixed",
+                     "optimizer.fused=true", "trainer.gradient_clip_val=1.0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    weights = [v for v in checkpoint["state_dict"].values() if v.is_floating_point()]
+    assert weights and all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights)
+    assert checkpoint["global_step"] == 6
