@@ -23,7 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from charlm.benchmark import MODELS
 from charlm.config import check_config
+from charlm.models import TransformerLM
 from charlm.module import build_net
+from charlm.sampling import SamplingOptions, generate_ids
 from charlm.train import build_module
 
 from conftest import make_text, tiny_overrides, train_cli
@@ -188,3 +190,21 @@ def test_gpu_recipe_precision_trains_on_cpu_and_checkpoints_float32_weights(tmp_
     weights = [v for v in checkpoint["state_dict"].values() if v.is_floating_point()]
     assert weights and all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights)
     assert checkpoint["global_step"] == 6
+
+
+@pytest.mark.slow
+def test_compiled_transformer_generates_what_eager_generates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sampling after each validation runs the compiled net with a key/value cache and past block_size.
+
+    ~20 s of CPU time: every cache length and the window jump are new shapes for the compiler."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "compile_threads", 1)
+    torch.manual_seed(0)
+    nets = [TransformerLM(vocab_size=8, block_size=16, n_layer=1, n_head=2, n_embd=16) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    nets[1].compile()
+    prompt = torch.tensor([[1, 2]])
+    eager, compiled = (generate_ids(net.eval(), prompt, 24, SamplingOptions(), seed=0) for net in nets)
+    assert compiled.shape == (1, 26)  # past block_size: the window jumped once
+    assert torch.equal(compiled, eager)
