@@ -15,7 +15,7 @@ PROBE = """
 import resource, sys, torch
 from charlm.memory import reuse_freed_memory
 if sys.argv[1] == "reuse":
-    assert reuse_freed_memory(True)
+    assert reuse_freed_memory()
 def step():  # a 64 MB buffer allocated, touched and freed, as a big workspace is every training step
     torch.empty(64 * 2**20, dtype=torch.uint8).fill_(1)
 for _ in range(6):

@@ -47,14 +47,13 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.errors import CharLMError
 from charlm.memory import release_free_memory
 from charlm.models.base import CharNet, detach_state
-from charlm.module import WarmupCosine, build_net
+from charlm.module import build_net, next_char_loss, optimizer_and_schedule
 from charlm.sampling import SamplingOptions, encode_prompt, generate_ids
 from charlm.train import build_module, build_trainer, instantiate, prepare
 
@@ -213,21 +212,11 @@ def framework_run(cfg_dict: dict, warmup: int) -> tuple[Measurement, dict[str, A
 
 
 def plain_optimizer(net: CharNet, cfg: DictConfig, max_steps: int):
-    """AdamW (or whatever cfg.optimizer names) with decay on matrices only, and the warm-up/cosine factor.
-
-    Its hyperparameters are the config's, but its implementation is torch's default (the
-    `foreach`/`fused` choices are left out), as in a loop written by hand.
-    """
-    decay = [p for p in net.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in net.parameters() if p.requires_grad and p.dim() < 2]
+    """The config's optimiser and schedule, with torch's default implementation (the `foreach`/`fused`
+    choices are left out), as in a loop written by hand."""
     opt_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
     opt_cfg = {k: v for k, v in opt_cfg.items() if k not in ("foreach", "fused")}
-    optimizer = instantiate(opt_cfg, _partial_=True)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
-    sched = cfg.scheduler
-    total = sched.get("total_steps") or max_steps
-    factor = WarmupCosine(sched.get("warmup_steps", 0), total, sched.get("min_lr_ratio", 0.1),
-                          sched.get("decay", "cosine") == "cosine")
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer_and_schedule(net, opt_cfg, OmegaConf.to_container(cfg.scheduler, resolve=True), max_steps)
 
 
 def autocast_for(precision: Any, device: torch.device) -> Callable[[], AbstractContextManager]:
@@ -255,7 +244,7 @@ def plain_loss(net: CharNet, x: torch.Tensor, y: torch.Tensor, state: Any, carry
     (the transformer's key/value tensors) die with this frame as they do there: the same memory."""
     with autocast():
         logits, state = net(x, state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+        loss = next_char_loss(logits, y)
     return loss, (detach_state(state) if carry else None)
 
 

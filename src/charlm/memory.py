@@ -18,11 +18,8 @@ import ctypes.util
 from functools import cache
 
 # mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
-REUSE = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1}
-# glibc's own behaviour once its dynamic thresholds have risen as far as they go: mmap above 32 MB,
-# trim a free top of the heap above 64 MB (what a long-running process without this setting ends at).
-GLIBC_STEADY = {M_MMAP_MAX: 65536, M_MMAP_THRESHOLD: 32 * 2**20, M_TRIM_THRESHOLD: 64 * 2**20}
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+REUSE = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1}  # no mmap for big blocks; never trim the heap
 
 
 @cache
@@ -34,17 +31,12 @@ def glibc() -> ctypes.CDLL | None:
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
 
 
-def set_malloc(settings: dict[int, int]) -> bool:
-    """Apply mallopt settings; False where there is no glibc or it refused one."""
+def reuse_freed_memory() -> bool:
+    """Keep freed memory for reuse; False where there is no glibc or it refused a setting."""
     libc = glibc()
     if libc is None:
         return False
-    return all(libc.mallopt(param, value) == 1 for param, value in settings.items())
-
-
-def reuse_freed_memory(enabled: bool = True) -> bool:
-    """Keep freed memory for reuse (enabled) or go back to glibc's steady behaviour (disabled)."""
-    return set_malloc(REUSE if enabled else GLIBC_STEADY)
+    return all(libc.mallopt(param, value) == 1 for param, value in REUSE.items())
 
 
 def release_free_memory() -> None:

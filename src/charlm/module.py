@@ -68,6 +68,27 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def optimizer_and_schedule(net: CharNet, optimizer: dict, scheduler: dict | None, max_steps: int):
+    """The optimiser config bound to `net` (weight decay on matrices only) and its warm-up/cosine LambdaLR.
+
+    One definition for the LightningModule and the benchmark's plain loop, so both train alike.
+    """
+    decay = [p for p in net.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in net.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    bound = instantiate(optimizer, _partial_=True)(groups)
+    sched = scheduler or {}
+    total = sched.get("total_steps") or max_steps
+    factor = WarmupCosine(sched.get("warmup_steps", 0), total if total and total > 0 else 0,
+                          sched.get("min_lr_ratio", 0.1), sched.get("decay", "cosine") == "cosine")
+    return bound, torch.optim.lr_scheduler.LambdaLR(bound, factor)
+
+
+def next_char_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of (B, T, V) logits against (B, T) next characters, in float32."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+
+
 class CharLM(L.LightningModule):
     task = "lm"  # what batches it trains on; a data module may say which task it serves
     vocab_class: Callable[[str], Any] = Vocab  # builds the vocabulary from the checkpoint's string
@@ -104,7 +125,7 @@ class CharLM(L.LightningModule):
         logits, state = self.net(x, state)  # (B, T, V)
         if self.carry_state:
             self.train_state = detach_state(state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+        loss = next_char_loss(logits, y)
         self.log_train(loss, x.numel())
         return loss
 
@@ -151,16 +172,8 @@ class CharLM(L.LightningModule):
                 logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)
 
     def configure_optimizers(self):
-        decay = [p for p in self.net.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.net.parameters() if p.requires_grad and p.dim() < 2]
-        opt_cfg = dict(self.hparams.optimizer)
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = instantiate(opt_cfg, _partial_=True)(groups)
-        sched = self.hparams.scheduler or {}
-        total = sched.get("total_steps") or self.trainer.max_steps
-        factor = WarmupCosine(sched.get("warmup_steps", 0), total if total and total > 0 else 0,
-                              sched.get("min_lr_ratio", 0.1), sched.get("decay", "cosine") == "cosine")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        optimizer, scheduler = optimizer_and_schedule(self.net, dict(self.hparams.optimizer),
+                                                      self.hparams.scheduler, self.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
