@@ -46,6 +46,14 @@ def text_file(tmp_path: Path) -> Path:
     return path
 
 
+def one_compile_thread():
+    """No worker pool to start for one tiny graph. Through torch's own `patch`, which restores the setting
+    (a monkeypatch of the config module deletes the attribute on undo: the next test then fails)."""
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(compile_threads=1)
+
+
 def benchmark(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CHARLM_CACHE": str(tmp_path / "cache")}
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), *args], capture_output=True,
@@ -133,13 +141,15 @@ def test_every_recipe_named_here_exists() -> None:
 
 
 @pytest.mark.slow
-def test_compiled_and_eager_transformer_agree_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_and_eager_transformer_agree_on_cpu() -> None:
     """`model.compile=true` must change speed only: same loss and gradients as eager, within float tolerance.
 
     Inductor generates and compiles C++ for the CPU: ~15 s of CPU time for this tiny model."""
-    import torch._inductor.config as inductor_config
+    with one_compile_thread():
+        check_compiled_and_eager_agree()
 
-    monkeypatch.setattr(inductor_config, "compile_threads", 1)  # no worker pool to start for one tiny graph
+
+def check_compiled_and_eager_agree() -> None:
     tiny = ["model=transformer", "data.block_size=16", "model.n_layer=1", "model.n_head=2", "model.n_embd=16"]
     modules = {}
     for compiled in (False, True):
@@ -193,13 +203,15 @@ def test_gpu_recipe_precision_trains_on_cpu_and_checkpoints_float32_weights(tmp_
 
 
 @pytest.mark.slow
-def test_compiled_transformer_generates_what_eager_generates(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_transformer_generates_what_eager_generates() -> None:
     """Sampling after each validation runs the compiled net with a key/value cache and past block_size.
 
     ~20 s of CPU time: every cache length and the window jump are new shapes for the compiler."""
-    import torch._inductor.config as inductor_config
+    with one_compile_thread():
+        check_compiled_generation()
 
-    monkeypatch.setattr(inductor_config, "compile_threads", 1)
+
+def check_compiled_generation() -> None:
     torch.manual_seed(0)
     nets = [TransformerLM(vocab_size=8, block_size=16, n_layer=1, n_head=2, n_embd=16) for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
