@@ -90,3 +90,27 @@ def test_encoded_cache_equals_fresh_encoding_and_is_rebuilt_when_text_changes(tm
     vocab3, ids3 = encoded_corpus("abcabd", cache)
     assert vocab3.chars == "abcd" and ids3.tolist() == [0, 1, 2, 0, 1, 3]
     assert len(list((cache / "encoded").glob("*.pt"))) == 2
+
+
+class FakeTrainer:
+    """What a data module reads from its Trainer when it builds the loaders."""
+
+    def __init__(self, world_size: int, global_rank: int = 0):
+        self.world_size, self.global_rank = world_size, global_rank
+        self.global_step, self.accumulate_grad_batches = 0, 1
+
+
+def test_stream_corpus_too_short_for_all_ranks_is_refused_in_one_line_when_the_loader_is_built(tmp_path):
+    from charlm.data import CharDataModule
+
+    path = tmp_path / "short.txt"
+    path.write_text("abcdefghij" * 12, encoding="utf-8")  # train split 108 chars: 4 x 16 + 1 fit, 8 x 16 + 1 not
+    dm = CharDataModule(path=str(path), block_size=16, batch_size=4, sampling="stream", val_fraction=0.1)
+    dm.setup("fit")  # before the Trainer exists: world size 1, so the check passes
+    assert next(iter(dm.train_dataloader()))["x"].shape == (4, 16)
+    dm.trainer = FakeTrainer(world_size=2, global_rank=1)
+    with pytest.raises(CharLMError) as info:
+        dm.train_dataloader()
+    message = str(info.value)
+    assert "\n" not in message and "too short" in message and "world size 2" in message
+    assert "data.block_size=16" in message and "data.batch_size=4" in message

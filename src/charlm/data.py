@@ -162,16 +162,28 @@ class CharDataModule(StepDataModule):
         if len(self.val_ids) < 2:
             raise CharLMError(f"corpus {where} is too short: its val split has {len(self.val_ids)} characters, "
                               "at least 2 are needed for one validation window")
-        streams = self.batch_size * self.world_size
+        self._check_train_size()
+
+    def _check_train_size(self) -> None:
+        """One training batch fits the train split; in stream mode it depends on the world size.
+
+        Run again when the loaders are built: `setup()` may run before the Trainer exists, when the
+        world size still reads 1.
+        """
+        where = self.path or self.url
+        world = self.world_size
+        streams = self.batch_size * world
         need = self.block_size + 1 if self.sampling == "random" else streams * self.block_size + 1
         if len(self.train_ids) < need:
+            per = f" at world size {world} ({world} x data.batch_size streams)" if world > 1 else ""
             raise CharLMError(
                 f"corpus {where} is too short: its train split has {len(self.train_ids)} characters, "
-                f"one training batch needs {need} (lower data.block_size={self.block_size} "
+                f"one training batch{per} needs {need} (lower data.block_size={self.block_size} "
                 f"or data.batch_size={self.batch_size}, or use a longer text)"
             )
 
     def train_dataloader(self) -> DataLoader:
+        self._check_train_size()
         batches = TrainBatches(self.train_ids, self.block_size, self.batch_size, self.sampling, self.seed,
                                self.epoch_batches, self.rank, self.world_size, self.batches_done)
         return self.loader(batches, batch_size=None)
