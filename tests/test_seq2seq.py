@@ -189,6 +189,28 @@ def test_pairs_file_formats_and_split(tmp_path: Path):
     assert batch["x"].shape[0] == 4 and batch["y"].shape == batch["dec_in"].shape
 
 
+class FakeTrainer:
+    """What a data module reads from its Trainer when it builds the loaders."""
+
+    def __init__(self, world_size: int, global_rank: int = 0):
+        self.world_size, self.global_rank = world_size, global_rank
+        self.global_step, self.accumulate_grad_batches = 0, 1
+
+
+def test_fewer_pairs_than_a_batch_on_every_rank_is_refused_in_one_line_when_the_loader_is_built(tmp_path: Path):
+    lines = tmp_path / "ten.tsv"
+    lines.write_text("".join(f"{w}\t{w[::-1]}\n" for w in random_words(10, seed=1)), encoding="utf-8")
+    data = PairsDataModule(path=str(lines), batch_size=8)
+    data.setup()  # 9 training pairs: one batch of 8 fits a single process
+    assert next(iter(data.train_dataloader()))["x"].shape[0] == 8
+    data.trainer = FakeTrainer(world_size=2, global_rank=1)  # rank 1 would get 1 pair
+    message = one_line_error(data.train_dataloader)
+    assert "9 training pairs" in message and "data.batch_size=8" in message and "world size 2" in message
+    assert "lower data.batch_size to at most 4" in message
+    data.trainer = FakeTrainer(world_size=3, global_rank=2)  # rank 2 would get none: collate() of nothing
+    assert "world size 3" in one_line_error(data.train_dataloader)
+
+
 def test_demo_tasks():
     text = "First Citizen:\n\nSpeak, speak.\n" + "x" * 50 + "\n"
     assert demo_pairs(text, "reverse", 40) == [("First Citizen:", ":nezitiC tsriF"), ("Speak, speak.", ".kaeps ,kaepS")]

@@ -263,6 +263,13 @@ class PairsDataModule(StepDataModule):
         self.val_items = encode_pairs(self.val_pairs, self.vocab)
 
     def train_dataloader(self) -> DataLoader:
+        pairs, world = len(self.train_items), self.world_size
+        if world > 1 and pairs < self.batch_size * world:  # a rank would get a short or empty batch
+            lower = (f"lower data.batch_size to at most {pairs // world} or trainer.devices" if pairs >= world
+                     else "lower trainer.devices")
+            raise CharLMError(
+                f"{self.path or 'the demo task'} has {pairs} training pairs, fewer than data.batch_size="
+                f"{self.batch_size} x world size {world} = {self.batch_size * world}: {lower}, or give more pairs")
         batches = PairBatches(self.train_items, self.batch_size, self.seed, self.rank, self.world_size,
                               self.batches_done)
         return self.loader(batches, batch_size=None)
