@@ -93,3 +93,61 @@ def test_out_of_range_sampling_options_are_refused_with_the_valid_range(options,
 def test_prompt_characters_outside_the_vocabulary_are_listed():
     with pytest.raises(CharLMError, match=r"characters not in the vocabulary: '\$%'"):
         generate(nets()["bigram"], VOCAB, "A$%", 5)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(n: int):
+    calls = []
+
+    def on_step(_):
+        calls.append(1)
+        if len(calls) == n:
+            raise Stop
+
+    return on_step
+
+
+def test_a_net_in_train_mode_is_back_in_train_mode_when_generation_fails_midway():
+    net = nets()["lstm"].train()
+    with pytest.raises(Stop):
+        generate_ids(net, VOCAB.encode("A")[None], 10, on_step=stop_after(3))
+    assert net.training and all(m.training for m in net.modules())
+    with pytest.raises(Stop):
+        generate(net, VOCAB, "A", 10, on_text=stop_after(3))
+    assert net.training and all(m.training for m in net.modules())
+    generate(net, VOCAB, "A", 5)
+    assert net.training
+
+
+def test_generate_on_another_device_moves_the_net_there_and_back_even_on_an_error(monkeypatch):
+    net = nets()["lstm"]
+    moves = []
+    monkeypatch.setattr(net, "to", lambda device: moves.append(torch.device(device)) or net)
+    elsewhere = torch.nn.Parameter(torch.zeros(1, device="meta"))  # the net reports living on "meta"
+    monkeypatch.setattr(net, "parameters", lambda recurse=True: iter([elsewhere]))
+    generate(net, VOCAB, "A", 5, device="cpu")
+    assert moves == [torch.device("cpu"), torch.device("meta")]
+    moves.clear()
+    with pytest.raises(Stop):
+        generate(net, VOCAB, "A", 10, device="cpu", on_text=stop_after(3))
+    assert moves == [torch.device("cpu"), torch.device("meta")]
+
+
+def test_generate_without_a_device_leaves_the_net_where_it_is(monkeypatch):
+    net = nets()["bigram"]
+    moves = []
+    monkeypatch.setattr(net, "to", lambda *a, **k: moves.append(a) or net)
+    generate(net, VOCAB, "A", 5)
+    generate(net, VOCAB, "A", 5, device="cpu")  # the net's own device: nothing to move
+    assert moves == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_generate_on_the_gpu_leaves_a_cpu_net_on_the_cpu():
+    net = nets()["transformer"]
+    texts = generate(net, VOCAB, "A", 20, greedy=True, device="cuda")
+    assert all(p.device.type == "cpu" for p in net.parameters())
+    assert len(texts[0]) == 21

@@ -113,6 +113,28 @@ def test_beam_search_of_width_one_is_greedy_decoding():
     assert len(wide) == len(words) and all(set(w) <= set(ALPHABET) for w in wide)
 
 
+def test_a_net_in_train_mode_is_back_in_train_mode_when_decoding_fails_midway(monkeypatch):
+    net, vocab = tiny_net(cell="gru", attention="dot"), PairVocab(ALPHABET)
+    net.train()
+    batch = collate(encode_pairs([("abc", ""), ("d", "")], vocab))
+    decode, calls = net.decode, []
+
+    def failing_decode(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("decoder failed")
+        return decode(*args)
+
+    monkeypatch.setattr(net, "decode", failing_decode)
+    with pytest.raises(RuntimeError, match="decoder failed"):
+        decode_ids(net, batch["x"], batch["x_len"], max_new_tokens=10)
+    assert net.training and all(m.training for m in net.modules())
+    calls.clear()
+    with pytest.raises(RuntimeError, match="decoder failed"):
+        beam_search(net, batch["x"][0, :4], 10, beam_size=2)
+    assert net.training and all(m.training for m in net.modules())
+
+
 def test_free_running_training_feeds_own_predictions_and_the_schedule_lowers_the_ratio():
     net, vocab = tiny_net(teacher_forcing_final=0.0, teacher_forcing_steps=100), PairVocab(ALPHABET)
     assert [net.teacher_forcing(s) for s in (0, 50, 100, 500)] == [1.0, 0.5, 0.0, 0.0]

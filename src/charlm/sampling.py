@@ -12,7 +12,8 @@ tolerance) and serves as the baseline for benchmarks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,17 @@ def window_start(n: int, start: int, max_context: int | None) -> int:
     return n - max(1, max_context // 2)
 
 
+@contextmanager
+def eval_mode(net: torch.nn.Module) -> Iterator[None]:
+    """The net in eval mode inside the block, and back in the mode it was in afterwards, even on an error."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield
+    finally:
+        net.train(was_training)
+
+
 @torch.no_grad()
 def generate_ids(
     net: CharNet,
@@ -91,27 +103,25 @@ def generate_ids(
     """
     if max_new_tokens < 0:
         raise CharLMError(f"max_new_tokens={max_new_tokens} must be >= 0")
-    was_training = net.training
-    net.eval()
     generators = [torch.Generator().manual_seed(seed + b) for b in range(prompt.size(0))]
     ids, n = prompt, prompt.size(1)
     start = window_start(n, 0, net.max_context)
-    logits, state = net(ids[:, start:], None)
-    for _ in range(max_new_tokens):
-        last = logits[:, -1, :]  # (B, V)
-        if on_logits is not None:
-            on_logits(last)
-        nxt = pick_next(last, opts, generators)
-        ids, n = torch.cat([ids, nxt[:, None]], dim=1), n + 1
-        if on_step is not None:
-            on_step(nxt)
-        new_start = window_start(n, start, net.max_context)
-        if not use_cache or new_start != start:
-            logits, state = net(ids[:, new_start:], None)  # (re)read the whole window
-        else:
-            logits, state = net(ids[:, -1:], state)  # one new position
-        start = new_start
-    net.train(was_training)
+    with eval_mode(net):
+        logits, state = net(ids[:, start:], None)
+        for _ in range(max_new_tokens):
+            last = logits[:, -1, :]  # (B, V)
+            if on_logits is not None:
+                on_logits(last)
+            nxt = pick_next(last, opts, generators)
+            ids, n = torch.cat([ids, nxt[:, None]], dim=1), n + 1
+            if on_step is not None:
+                on_step(nxt)
+            new_start = window_start(n, start, net.max_context)
+            if not use_cache or new_start != start:
+                logits, state = net(ids[:, new_start:], None)  # (re)read the whole window
+            else:
+                logits, state = net(ids[:, -1:], state)  # one new position
+            start = new_start
     return ids
 
 
@@ -139,14 +149,21 @@ def generate(
     """Texts that continue `prompt` (each includes the prompt), one per sample.
 
     An empty prompt starts from a newline. `on_text` receives the first sample's characters as
-    they are produced, for streaming to a terminal.
+    they are produced, for streaming to a terminal. Generation runs on `device` (default: the
+    net's own); a net moved there is moved back afterwards, even on an error.
     """
     opts = SamplingOptions(temperature, top_k, top_p, greedy)
     if num_samples < 1:
         raise CharLMError(f"num_samples={num_samples} must be >= 1")
-    device = torch.device(device) if device is not None else next(net.parameters()).device
-    net.to(device)
+    home = next(net.parameters()).device
+    device = torch.device(device) if device is not None else home
     ids = encode_prompt(vocab, prompt).to(device).repeat(num_samples, 1)  # (B, T0)
     stream = None if on_text is None else (lambda col: on_text(vocab.chars[int(col[0])]))
-    out = generate_ids(net, ids, max_new_tokens, opts, seed, use_cache, on_step=stream)
+    if device != home:
+        net.to(device)
+    try:
+        out = generate_ids(net, ids, max_new_tokens, opts, seed, use_cache, on_step=stream)
+    finally:
+        if device != home:
+            net.to(home)
     return [vocab.decode(row) for row in out.cpu()]

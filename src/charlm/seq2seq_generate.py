@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from charlm.errors import CharLMError
 from charlm.models.seq2seq import BOS, EOS, Seq2Seq, select_state
 from charlm.pairs import PairVocab, collate, read_utf8
-from charlm.sampling import SamplingOptions, pick_next
+from charlm.sampling import SamplingOptions, eval_mode, pick_next
 
 GREEDY = SamplingOptions(greedy=True)
 DECODE_BATCH = 64  # sources decoded together by `translate`
@@ -27,24 +27,22 @@ def decode_ids(net: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_new_t
 
     Row b samples with a generator seeded `seed + b` unless `generators` are given.
     """
-    was_training = net.training
-    net.eval()
     B = src.size(0)
     gens = generators or [torch.Generator().manual_seed(seed + b) for b in range(B)]
-    memory, state = net.encode(src, src_len)
     prev = torch.full((B, 1), BOS, dtype=torch.long, device=src.device)
     done = torch.zeros(B, dtype=torch.bool, device=src.device)
     out: list[torch.Tensor] = []
-    for _ in range(max_new_tokens):
-        logits, state = net.decode(prev, state, memory)  # (B, 1, V)
-        nxt = pick_next(logits[:, -1], opts, gens)  # (B,)
-        nxt = nxt.masked_fill(done, EOS)
-        out.append(nxt)
-        done |= nxt == EOS
-        if done.all():
-            break
-        prev = nxt[:, None]
-    net.train(was_training)
+    with eval_mode(net):
+        memory, state = net.encode(src, src_len)
+        for _ in range(max_new_tokens):
+            logits, state = net.decode(prev, state, memory)  # (B, 1, V)
+            nxt = pick_next(logits[:, -1], opts, gens)  # (B,)
+            nxt = nxt.masked_fill(done, EOS)
+            out.append(nxt)
+            done |= nxt == EOS
+            if done.all():
+                break
+            prev = nxt[:, None]
     ids = torch.stack(out, dim=1).tolist() if out else [[] for _ in range(B)]
     return [row[: row.index(EOS)] if EOS in row else row for row in ids]
 
@@ -59,8 +57,12 @@ def beam_search(net: Seq2Seq, src: torch.Tensor, max_new_tokens: int, beam_size:
     """
     if beam_size < 1:
         raise CharLMError(f"beam_size={beam_size} must be >= 1")
-    was_training = net.training
-    net.eval()
+    with eval_mode(net):
+        return _beam_search(net, src, max_new_tokens, beam_size)
+
+
+def _beam_search(net: Seq2Seq, src: torch.Tensor, max_new_tokens: int, beam_size: int) -> list[int]:
+    """`beam_search` itself, run with the net in eval mode."""
     memory, state = net.encode(src[None, :], torch.tensor([src.size(0)]))
     alive = torch.full((1, 1), BOS, dtype=torch.long, device=src.device)  # (k, t): hypotheses so far
     scores = torch.zeros(1, device=src.device)  # (k,)
@@ -89,7 +91,6 @@ def beam_search(net: Seq2Seq, src: torch.Tensor, max_new_tokens: int, beam_size:
         state = select_state(state, rows)
     else:
         finished.extend((s, a[1:]) for s, a in zip(scores.tolist(), alive.tolist(), strict=True))
-    net.train(was_training)
     return max(finished, key=lambda f: f[0])[1] if finished else []
 
 
