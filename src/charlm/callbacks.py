@@ -46,24 +46,36 @@ class SampleText(L.Callback):
 
 
 class TokenThroughput(L.Callback):
-    """Logs `train/tokens_per_sec` over the last `every_n_steps` training steps.
+    """Logs `train/tokens_per_sec` over the last `every_n_steps` optimiser steps; 0 never logs.
 
-    Validation time is left out: the clock restarts after each validation.
+    Every micro-batch's tokens count (with gradient accumulation, several make one step), and
+    the rate is logged once, when the step that completes an interval ends. Validation time is
+    left out: the clock restarts after each validation.
     """
 
     def __init__(self, every_n_steps: int = 50):
         self.every_n_steps = every_n_steps
         self._t0: float | None = None
         self._tokens = 0
+        self._last_step: int | None = None  # global_step at the end of the previous micro-batch
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0, self._last_step = None, None  # a callback reused for another fit starts afresh
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
+        if self._last_step is None:
+            self._last_step = trainer.global_step
         if self._t0 is None:
             self._t0, self._tokens = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if self.every_n_steps <= 0:
+            return
         self._tokens += batch["x"].numel() * trainer.world_size
-        if trainer.global_step % self.every_n_steps == 0 and self._t0 is not None:
+        step, stepped = trainer.global_step, trainer.global_step != self._last_step
+        self._last_step = step
+        if stepped and step % self.every_n_steps == 0 and self._t0 is not None:
             rate = self._tokens / max(time.perf_counter() - self._t0, 1e-9)
             self._t0 = None
             if trainer.is_global_zero:
