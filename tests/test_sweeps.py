@@ -14,9 +14,9 @@ import os
 import random
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
-import optuna
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
@@ -24,6 +24,23 @@ from omegaconf import OmegaConf
 
 from charlm.errors import CharLMError
 from charlm.sweep import SweepCallback, varying_overrides
+
+try:
+    import optuna
+except ImportError:  # the optuna extra is not installed: its tests skip, the others still run
+    optuna = None
+
+
+def has_plugin(name: str) -> bool:
+    return find_spec("hydra_plugins") is not None and find_spec(f"hydra_plugins.{name}") is not None
+
+
+needs_optuna = pytest.mark.skipif(optuna is None or not has_plugin("hydra_optuna_sweeper"),
+                                  reason="needs the optuna extra: pip install -e '.[optuna]'")
+needs_joblib = pytest.mark.skipif(not has_plugin("hydra_joblib_launcher"),
+                                  reason="needs the launchers extra: pip install -e '.[launchers]'")
+needs_submitit = pytest.mark.skipif(not has_plugin("hydra_submitit_launcher"),
+                                    reason="needs the launchers extra: pip install -e '.[launchers]'")
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """\
@@ -112,6 +129,7 @@ def test_a_failed_job_is_listed_with_its_error_and_the_sweep_goes_on(workdir):
 
 
 @pytest.mark.slow
+@needs_optuna
 def test_optuna_search_keeps_its_study_in_sqlite_and_a_second_sweep_adds_trials(workdir):
     db = workdir / "db" / "optuna.db"  # db/ does not exist: the sweep callback creates it for SQLite
     search = ["hparams_search=optuna", "trainer.max_steps=6", "trainer.val_check_interval=3",
@@ -137,6 +155,7 @@ def test_optuna_search_keeps_its_study_in_sqlite_and_a_second_sweep_adds_trials(
 
 
 @pytest.mark.slow
+@needs_optuna
 def test_the_transformer_search_space_trains(workdir):
     done, sweep_dir = sweep(workdir, "hparams_search=optuna_transformer", "trainer.max_steps=6",
                             "trainer.val_check_interval=3", "hydra.sweeper.n_trials=1")
@@ -147,6 +166,7 @@ def test_the_transformer_search_space_trains(workdir):
 
 
 @pytest.mark.slow
+@needs_joblib
 def test_the_parallel_launcher_runs_jobs_side_by_side_each_on_its_share_of_the_cores(workdir):
     done, sweep_dir = sweep(workdir, "hydra/launcher=parallel", "threads=0", "model=lstm,gru")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -160,6 +180,7 @@ def test_the_parallel_launcher_runs_jobs_side_by_side_each_on_its_share_of_the_c
 
 
 @pytest.mark.slow
+@needs_submitit
 def test_the_submitit_local_launcher_runs_a_sweep(workdir):
     done, sweep_dir = sweep(workdir, "hydra/launcher=slurm_local", "threads=0", "model.hidden_size=-1,16")
     assert done.returncode == 0, done.stderr[-3000:]
