@@ -70,3 +70,10 @@ def test_main_config_names_are_kept():
     transformer = compose_train(["model=transformer", f"hydra.run.dir={ROOT / 'outputs' / 'unused'}"])
     for key in ("model.n_layer", "model.n_head", "model.n_embd"):
         assert OmegaConf.select(transformer, key, default="<absent>") != "<absent>", key
+
+
+@pytest.mark.parametrize("name", ["trainer/default.yaml", "callbacks/default.yaml"])
+def test_every_key_of_the_trainer_and_callback_defaults_has_a_comment(name):
+    uncommented = [line for line in (CONF / name).read_text(encoding="utf-8").splitlines()
+                   if line.strip() and not line.lstrip().startswith("#") and " #" not in line]
+    assert uncommented == []
