@@ -1,10 +1,18 @@
-"""Sample text from a checkpoint: python scripts/generate.py ckpt_path=RUN_DIR prompt="ROMEO:" """
+"""Sample text from a checkpoint: python scripts/generate.py ckpt_path=RUN_DIR prompt="To be, or not to be"
+
+prompt=, input=, prompt_file= and input_file= take their text exactly as the shell gives it.
+"""
+
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from charlm.cli import ConfigSource, run_app, verbatim
 from charlm.errors import exit_on_user_error
-from charlm.generate import run
+from charlm.generate import TEXT_KEYS, run
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
@@ -14,4 +22,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, ConfigSource(str(CONFIG_DIR), "generate"), rewrite=lambda argv: verbatim(argv, TEXT_KEYS))

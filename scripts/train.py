@@ -1,13 +1,16 @@
 """Train a character-level language model: python scripts/train.py model=lstm trainer.devices=1"""
 
-import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from charlm.cli import ConfigSource, run_app
 from charlm.errors import exit_on_user_error
 from charlm.resume import expand_resume
 from charlm.train import train
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -17,5 +20,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv = exit_on_user_error(expand_resume)(sys.argv)  # resume=RUN_DIR shorthand
-    main()
+    run_app(main, ConfigSource(str(CONFIG_DIR), "train"), rewrite=expand_resume)  # resume=RUN_DIR shorthand

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -10,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from charlm.errors import RunInterrupted
 from charlm.sampling import generate
 
 
@@ -102,3 +106,63 @@ class HparamsTable(L.Callback):
         writer = logger.experiment._get_file_writer()
         for summary in hparams_summary(params, {"val/loss": float("nan")}):
             writer.add_summary(summary)
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """Ctrl-C ends training after the step (or validation) in progress, with `last.ckpt` saved there.
+
+    Lightning's own Ctrl-C handling stops wherever the signal lands and saves nothing, so a resume
+    would repeat up to `every_n_train_steps` steps. Here the first Ctrl-C only raises a flag; the run
+    stops at the next step boundary, where a checkpoint is consistent, and `resume=` continues from
+    exactly that step. A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._step_at_start = -1
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.requested = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._request)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        self._restore()  # a second Ctrl-C is a KeyboardInterrupt again
+
+    def _restore(self) -> None:
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+        self._previous = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
+        self._step_at_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.requested and trainer.global_step != self._step_at_start:  # not inside gradient accumulation
+            self._stop(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.requested and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._stop(trainer)
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        self._restore()
+        saved = last_checkpoint_path(trainer)
+        if saved is not None:
+            trainer.save_checkpoint(saved, weights_only=False)
+        where = f"; {saved} saved: continue with resume={trainer.default_root_dir}" if saved else ""
+        raise RunInterrupted(f"training interrupted at step {trainer.global_step}{where}")
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
+    """Where the run keeps `last.ckpt`: the directory of its checkpoint callback with `save_last`."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "save_last", False) and callback.dirpath:
+            return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    return None

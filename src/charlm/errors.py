@@ -25,6 +25,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 class CharLMError(Exception):
     """A problem with the user's input, reported as a single line."""
 
+    exit_code = EXIT_USER_ERROR
+
+
+class RunInterrupted(CharLMError):
+    """Ctrl-C: the run stopped where the user asked, its checkpoint saved (exit status 130, as for SIGINT)."""
+
+    exit_code = 130
+
 
 def in_multirun() -> bool:
     """True inside a job of a Hydra multirun (`-m`), where one job must not end the others."""
@@ -42,6 +50,6 @@ def exit_on_user_error(fn: F) -> F:
             if in_multirun():
                 raise
             print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(EXIT_USER_ERROR)
+            sys.exit(err.exit_code)
 
     return wrapper  # type: ignore[return-value]

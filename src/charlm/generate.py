@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
 from charlm import seq2seq_generate
 from charlm.checkpoint import find_checkpoint, load_checkpoint
+from charlm.corpus import read_text
 from charlm.errors import CharLMError
 from charlm.module import CharLM, module_class
-from charlm.sampling import generate
+from charlm.sampling import SamplingOptions, encode_prompt, generate
 
 
 @dataclass
@@ -48,27 +53,81 @@ def default_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+TEXT_KEYS = ("prompt", "prompt_file", "input", "input_file")  # free text and paths: taken verbatim (charlm.cli)
+
+# option -> (check, what is valid); null is valid where the check says so
+OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "max_new_tokens": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "num_samples": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "temperature": (lambda v: is_number(v) and v > 0, "a number > 0 (greedy=true for argmax decoding)"),
+    "top_k": (lambda v: v is None or is_int(v) and v >= 1, "an integer >= 1, or null for no limit"),
+    "top_p": (lambda v: v is None or is_number(v) and 0 < v <= 1, "a number in (0, 1], or null for no limit"),
+    "greedy": (lambda v: isinstance(v, bool), "true or false"),
+    "use_cache": (lambda v: isinstance(v, bool), "true or false"),
+    "seed": (lambda v: is_int(v), "an integer"),
+    "beam_size": (lambda v: v is None or is_int(v) and v >= 1, "an integer >= 1, or null for sampling"),
+    "which": (lambda v: v in ("best", "last"), "best or last"),
+}
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_options(cfg: DictConfig) -> None:
+    for key, (valid, what) in OPTIONS.items():
+        if key in cfg and not valid(cfg[key]):
+            raise CharLMError(f"{key}={cfg[key]!r} is not valid: expected {what}")
+
+
+def read_prompt(cfg: DictConfig) -> str:
+    """The text to continue: `prompt=` as given, or the whole of `prompt_file=` (`-` = standard input)."""
+    prompt, prompt_file = cfg.get("prompt") or "", cfg.get("prompt_file")
+    if prompt_file is None:
+        return str(prompt)
+    if prompt:
+        raise CharLMError("give prompt= or prompt_file=, not both")
+    if prompt_file == "-":
+        return sys.stdin.read()
+    path = Path(str(prompt_file)).expanduser()
+    if not path.is_file():
+        raise CharLMError(f"prompt_file={str(prompt_file)!r} does not exist (give a text file, or - for stdin)")
+    return read_text(path)
+
+
 def run(cfg: DictConfig) -> list[str]:
-    """The `generate.py` command: stream the first sample, then print the others."""
+    """The `generate.py` command: check everything, then stream the first sample and print the others.
+
+    Nothing reaches stdout before the checkpoint, the options and the prompt's characters are checked,
+    so a mistake leaves stdout empty.
+    """
     if not cfg.get("ckpt_path"):
         raise CharLMError("ckpt_path is required: a .ckpt file or a run directory (ckpt_path=outputs/runs/...)")
+    check_options(cfg)
     device = default_device(cfg.get("device"))
     model = load_model(cfg.ckpt_path, cfg.get("which", "best"), device)
     if model.module.task == "seq2seq":
+        if cfg.get("prompt_file") is not None:
+            raise CharLMError("prompt_file= continues text with a language model; a seq2seq checkpoint takes "
+                              "input= or input_file=")
         return seq2seq_generate.run(cfg, model.net, model.vocab)
     if cfg.get("input") is not None or cfg.get("input_file"):
         raise CharLMError("input= and input_file= are for seq2seq checkpoints; a language model continues prompt=")
+    prompt = read_prompt(cfg)
+    encode_prompt(model.vocab, prompt)  # unknown characters are refused here, before anything is printed
+    opts = SamplingOptions(cfg.temperature, cfg.top_k, cfg.top_p, bool(cfg.greedy))
     texts = []
     for k in range(int(cfg.num_samples)):
         if k:
             print("\n" + "-" * 40, flush=True)
-        prompt = cfg.prompt or ""
         print(prompt, end="", flush=True)
-        out = generate(model.net, model.vocab, prompt, int(cfg.max_new_tokens), 1, cfg.temperature,
-                       cfg.top_k, cfg.top_p, bool(cfg.greedy), int(cfg.seed) + k, bool(cfg.use_cache), device,
+        out = generate(model.net, model.vocab, prompt, int(cfg.max_new_tokens), 1, opts.temperature,
+                       opts.top_k, opts.top_p, opts.greedy, int(cfg.seed) + k, bool(cfg.use_cache), device,
                        on_text=lambda ch: print(ch, end="", flush=True))
         texts.extend(out)
     print(flush=True)
     return texts
-
-

@@ -29,6 +29,7 @@ ALLOWED_MODELS = {
     "charlm.models.TransformerLM", "charlm.models.transformer.TransformerLM",
     "charlm.models.Seq2Seq", "charlm.models.seq2seq.Seq2Seq",
 }
+DIVERGENCE_CHECK_STEPS = 50  # how often the loss is checked when the step logs nothing
 # Models that train in their own LightningModule (a subclass of CharLM), imported on demand.
 MODULE_FOR_MODEL = {
     "charlm.models.Seq2Seq": "charlm.seq2seq_module.Seq2SeqLM",
@@ -84,6 +85,15 @@ def optimizer_and_schedule(net: CharNet, optimizer: dict, scheduler: dict | None
     return bound, torch.optim.lr_scheduler.LambdaLR(bound, factor)
 
 
+def is_last_step(trainer: L.Trainer) -> bool:
+    """Whether the optimiser step just taken is the run's last by its step or epoch limit."""
+    if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        return True
+    epochs = trainer.max_epochs
+    return (epochs is not None and epochs > 0 and trainer.current_epoch + 1 >= epochs
+            and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
 def next_char_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of (B, T, V) logits against (B, T) next characters, in float32."""
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
@@ -110,6 +120,8 @@ class CharLM(L.LightningModule):
             self.net.compile()  # in place: parameter names keep no `_orig_mod.` prefix
         self.carry_state = carry_state and self.net.carries_state
         self.train_state: Any = None  # hidden state carried across stream batches
+        self._train_record: tuple[torch.Tensor, int | torch.Tensor, dict[str, float]] | None = None
+        self._written_step = -1  # the last step whose train metrics were written
         self.val_loss = MeanMetric()
 
     @property
@@ -131,22 +143,42 @@ class CharLM(L.LightningModule):
 
     def log_train(self, loss: torch.Tensor, batch_size: int | torch.Tensor,
                   extra: dict[str, float] | None = None) -> None:
-        """Check for divergence and log train/loss and lr, on the steps the loggers write only.
+        """Keep this step's train loss; `on_train_batch_end` writes it on the steps that log.
 
-        Logging costs Lightning ~0.25 ms of bookkeeping per call and the finiteness check is a host
-        sync on a GPU; on the other steps both would buy nothing. A divergence still stops the run
-        within `trainer.log_every_n_steps` steps, and no checkpoint ever holds non-finite weights.
+        Writing costs Lightning ~0.25 ms of bookkeeping and the finiteness check is a host sync on a
+        GPU, so neither happens on the other steps.
         """
-        every = self.trainer.log_every_n_steps or 50  # 0 = no logging, but keep watching for divergence
-        if (self.global_step + 1) % every:
-            return
+        self._train_record = (loss.detach(), batch_size, extra or {})
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Every run ends measured: the last step (max_steps, the last epoch's last batch, or a stop asked for
+        by max_time or early stopping) logs its train loss and, through `should_stop`, is validated."""
+        step = self.global_step  # optimiser steps done, this one included
+        if step == self._written_step or self._train_record is None:
+            return  # a micro-batch of gradient accumulation: the step is not done yet
+        if is_last_step(self.trainer):
+            self.trainer.should_stop = True  # Lightning validates a step after which training stops
+        every = self.trainer.log_every_n_steps
+        if self.trainer.should_stop or (every > 0 and step % every == 0):
+            self.write_train()
+        elif step % DIVERGENCE_CHECK_STEPS == 0:
+            self.check_finite(self._train_record[0])
+
+    def check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
             raise CharLMError(f"training diverged: loss is {loss.item()} at step {self.global_step}; "
                               "stopped without saving (try a lower optimizer.lr)")
-        batch_size = int(batch_size)  # a tensor (seq2seq's target count) is read here, not every step
-        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=batch_size)
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log_dict({"train/lr": lr, **(extra or {})}, on_step=True, batch_size=batch_size)
+
+    def write_train(self) -> None:
+        """train/loss and lr (and a subclass's extras) at the step just trained, to the bar and the loggers."""
+        loss, batch_size, extra = self._train_record
+        self.check_finite(loss)
+        self._written_step = self.global_step
+        self.log("train/loss", loss, prog_bar=True, logger=False, batch_size=int(batch_size))
+        if self.trainer.is_global_zero:
+            metrics = {"train/loss": float(loss), "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"], **extra}
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=self.global_step)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch  # (B, T); padding in y is IGNORE

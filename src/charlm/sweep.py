@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -38,11 +39,13 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, RunInterrupted
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+PATH_VALUE = re.compile(r"[/\\]")  # a value with a slash names a file: only its last part goes into a dir name
+_current_sweep: dict[str, Path] = {}  # the sweep this process runs, for `failed_sweep_message`
 SUMMARY_COLUMNS = ("job", "dir", "overrides", "num_params", "steps", "best_val_loss", "best_val_bpc",
                    "final_val_loss", "final_val_bpc", "tokens_per_sec", "wall_time_s", "status", "error")
 
@@ -110,7 +113,8 @@ class SweepCallback(Callback):
         self._started = time.monotonic()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """SQLite will not create the folder of an Optuna storage file (`sqlite:///outputs/optuna.db`)."""
+        """Remember the sweep dir; create the folder of an Optuna storage file, which SQLite will not."""
+        _current_sweep["dir"] = Path(config.hydra.sweep.dir)
         storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
         if isinstance(storage, str) and storage.startswith("sqlite:///"):
             Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +132,7 @@ class SweepCallback(Callback):
             log_failure(config, job_return, error)
         if is_rank_zero():
             record_job(config, job_return, error, time.monotonic() - self._started)
-        if failed and self.keep_going and multirun:
+        if failed and self.keep_going and multirun and not isinstance(error, RunInterrupted):  # Ctrl-C ends all
             job_return.status = JobStatus.COMPLETED
             job_return.return_value = None
 
@@ -143,6 +147,44 @@ class SweepCallback(Callback):
         if failed:
             log.warning(f"{len(failed)} of {len(rows)} jobs failed: " + "; ".join(
                 f"#{row['job']} {row['error']}" for row in failed))
+
+
+def failed_sweep_message() -> str | None:
+    """When every job of this process's sweep failed: one line naming the first job's error."""
+    sweep_dir = _current_sweep.get("dir")
+    if sweep_dir is None or not sweep_dir.is_dir():
+        return None
+    results = [r for r in (read_result(d) for d in job_dirs(sweep_dir)) if r.get("status")]
+    if not results or any(r["status"] == "ok" and r.get("return_value") is not None for r in results):
+        return None
+    first = min(results, key=lambda r: r.get("job") if isinstance(r.get("job"), int) else math.inf)
+    what = "failed" if first["status"] == "failed" else "ended without a val/loss"
+    reason = first.get("error") or "it never validated (is trainer.limit_val_batches=0?)"
+    return (f"all {len(results)} jobs of the sweep in {sweep_dir} {what}; the first "
+            f"(#{first.get('job')} {' '.join(first.get('overrides') or [])}): {reason}")
+
+
+def job_dirname(overrides: list[str], exclude: list[str]) -> str:
+    """A sweep job's directory name: its overrides, sorted, flat (path values shortened to their file name).
+
+    Used as `${charlm.job_dir:...}` in conf/hydra/default.yaml instead of Hydra's override_dirname,
+    which keeps the slashes of `data.path=/a/b.txt` and so nests the job in a tree of folders.
+    """
+    items = []
+    for override in sorted(overrides):
+        key, sep, value = override.partition("=")
+        if key.lstrip("+~") in exclude:
+            continue
+        value = value.strip("'\"")
+        if PATH_VALUE.search(value):
+            value = PATH_VALUE.split(value.rstrip("/\\"))[-1] or "root"
+        items.append(f"{key}{sep}{value}")
+    return ",".join(items) or "default"
+
+
+OmegaConf.register_new_resolver("charlm.job_dir", lambda overrides, exclude: job_dirname(list(overrides),
+                                                                                        list(exclude)),
+                                replace=True)
 
 
 def log_failure(config: DictConfig, job_return: JobReturn, error: BaseException) -> None:

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from charlm.callbacks import HparamsTable
+from charlm.callbacks import CheckpointOnInterrupt, HparamsTable
 from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, load_checkpoint, resume_checkpoint
 from charlm.config import check_config, resolve_threads
 from charlm.ddp import ddp_fit
@@ -94,7 +94,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     """The Trainer with the config's callbacks and loggers; the benchmark adds its step timer."""
     callbacks = build_callbacks(cfg)
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None and "_target_" in c]
-    callbacks.append(HparamsTable(flat_params(cfg)))
+    callbacks += [HparamsTable(flat_params(cfg)), CheckpointOnInterrupt()]
     callbacks.extend(extra_callbacks)
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 

@@ -1,0 +1,199 @@
+"""The command line as a person types it: free text taken verbatim, and one error line for every mistake.
+
+Hydra reads every `key=value` with its override grammar, in which commas, quotes, brackets,
+`=`, `$`, spaces at either end and non-ASCII letters all mean something or are refused. A
+prompt is text, not grammar: `verbatim` rewrites the text-valued arguments (`prompt=...`) into
+quoted overrides that Hydra and OmegaConf read back as exactly the characters the shell gave.
+
+`run_app` runs a `@hydra.main` app so that Hydra's own errors (an unparsable override, an
+unknown group, option or key) end like every other user mistake: one `error:` line on stderr
+and exit status 2, with the closest valid name suggested. `HYDRA_FULL_ERROR=1` set by the user
+still shows the full traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from charlm.errors import EXIT_USER_ERROR, CharLMError
+
+# A run of backslashes right before `${` is read by OmegaConf as escapes; `\${` is a literal `${`.
+_INTERPOLATION = re.compile(r"(\\*)\$\{")
+
+
+def quote_override(key: str, text: str) -> str:
+    """`key='text'` such that Hydra and OmegaConf give back exactly `text` (any characters at all)."""
+    from hydra.core.override_parser.types import Quote, QuotedString
+
+    literal = _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", text)
+    return f"{key}={QuotedString(text=literal, quote=Quote.single).with_quotes()}"
+
+
+def verbatim(argv: list[str], keys: Iterable[str]) -> list[str]:
+    """argv with each `key=text` of `keys` quoted, so its text reaches the config unchanged."""
+    keys = tuple(keys)
+    out = []
+    for arg in argv:
+        key, sep, text = arg.partition("=")
+        out.append(quote_override(key, text) if sep and key in keys else arg)
+    return out
+
+
+def flags_first(argv: list[str]) -> list[str]:
+    """argv with Hydra's flags (`--cfg job`, `-m`, ...) before the overrides: its parser refuses overrides
+    on both sides of a flag, so `resume=DIR --cfg job model=gru` works only once reordered."""
+    from hydra._internal.utils import get_args_parser
+
+    actions = {flag: action for action in get_args_parser()._actions for flag in action.option_strings}
+    flags: list[str] = []
+    overrides: list[str] = []
+    tokens = list(argv[1:])
+    while tokens:
+        token = tokens.pop(0)
+        action = actions.get(token)
+        if action is None:
+            (flags if token.startswith("-") else overrides).append(token)
+            continue
+        flags.append(token)
+        takes_value = action.nargs is None or (action.nargs == "?" and bool(tokens) and tokens[0] in action.choices)
+        if takes_value and tokens:
+            flags.append(tokens.pop(0))
+    return [argv[0], *flags, *overrides]
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where an app's configs are: what error messages compose again to suggest valid names."""
+
+    config_dir: str
+    config_name: str
+
+
+def run_app(app: Callable[[], Any], configs: ConfigSource,
+            rewrite: Callable[[list[str]], list[str]] | None = None) -> None:
+    """Run a `@hydra.main` function; a user mistake anywhere ends in one `error:` line and exit 2.
+
+    `rewrite` turns the command line into what Hydra should read."""
+    show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors instead of printing them its way
+    try:
+        sys.argv = flags_first(rewrite(sys.argv) if rewrite is not None else sys.argv)
+        app()
+    except CharLMError as err:
+        fail(str(err), err.exit_code)
+    except Exception as err:
+        message = None if show_traceback else user_error(err, configs)
+        if message is None:
+            raise
+        fail(message)
+
+
+def fail(message: str, exit_code: int = EXIT_USER_ERROR) -> None:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    sys.exit(exit_code)
+
+
+def user_error(err: BaseException, configs: ConfigSource) -> str | None:
+    """The one-line message for an error that is the user's to fix, or None for a bug."""
+    from hydra.errors import HydraException, InstantiationException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from charlm.sweep import failed_sweep_message
+
+    sweep = failed_sweep_message()
+    if sweep is not None:
+        return sweep
+    if isinstance(err, InstantiationException) and isinstance(err.__cause__, CharLMError):
+        return str(err.__cause__)
+    if isinstance(err, OverrideParseException):
+        return (f"could not parse the override {err.override!r} ({first_lines(err.message, 1)}); a value with "
+                "spaces or any of , = [ ] { } ( ) ' \" : needs quotes, e.g. key='a, b'")
+    if isinstance(err, MissingConfigException):
+        return missing_option(err, configs)
+    if isinstance(err, HydraException | OmegaConfBaseException):
+        text = str(err)
+        if "Could not override" in text or "is not in struct" in text:
+            return unknown_key(text, configs)
+        return first_lines(text)
+    return None
+
+
+def first_lines(text: str, limit: int = 3) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return "; ".join(lines[:limit])
+
+
+def missing_option(err: BaseException, configs: ConfigSource) -> str:
+    """`model=lstmm`: name the group's options and the closest one."""
+    text = str(err)
+    found = re.search(r"Could not find '([^']+)'", text)
+    if not found or "/" not in found.group(1):
+        return first_lines(text)
+    group, _, option = found.group(1).rpartition("/")
+    options = group_options(group, configs) or re.findall(r"^\t(\S+)$", text, re.M)
+    if not options:
+        return f"{group}={option} is not a config option: there is no config group {group!r}"
+    return (f"{group}={option} is not an option of {group!r}; choose one of {', '.join(options)}"
+            + did_you_mean(option, options))
+
+
+def unknown_key(text: str, configs: ConfigSource) -> str:
+    """`modle=lstm`, `optimizer.lrr=1`: name the key and the closest existing one."""
+    found = re.search(r"Could not override '([^']+)'", text) or re.search(r"full_key: (\S+)", text)
+    if found is None:
+        return first_lines(text)
+    key = found.group(1)
+    return f"unknown key {key!r}" + closest_key(key, composed_without(key, configs))
+
+
+def closest_key(key: str, cfg: Any) -> str:
+    """` (did you mean a.b?)` for the first part of `key` that `cfg` lacks, or '' with no close name."""
+    from omegaconf import DictConfig
+
+    parts, node = key.split("."), cfg
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return ""
+        if part not in node:
+            close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1, cutoff=0.6)
+            return f" (did you mean {'.'.join([*parts[:depth], close[0], *parts[depth + 1:]])}?)" if close else ""
+        node = node[part]
+    return ""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def group_options(group: str, configs: ConfigSource) -> list[str]:
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        with initialize_config_dir(config_dir=configs.config_dir, version_base="1.3"):
+            return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+    except Exception:
+        return []
+
+
+def composed_without(bad_key: str, configs: ConfigSource) -> Any:
+    """The config composed from the command line's other overrides (or none), or None if even that fails."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+
+    args = get_args_parser().parse_known_args(sys.argv[1:])[0]
+    others = [o for o in args.overrides if o.split("=", 1)[0].lstrip("+~") != bad_key]
+    for attempt in (others, []):
+        try:
+            with initialize_config_dir(config_dir=configs.config_dir, version_base="1.3"):
+                return compose(args.config_name or configs.config_name, overrides=attempt)
+        except Exception:
+            continue
+    return None
