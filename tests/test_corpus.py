@@ -25,6 +25,7 @@ def http_server(tmp_path: Path):
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}", root
     server.shutdown()
+    server.server_close()
 
 
 def test_download_keeps_a_file_with_the_right_checksum_and_reuses_it(http_server, tmp_path):

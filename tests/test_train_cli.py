@@ -137,7 +137,7 @@ def test_throughput_logs_once_per_interval_in_a_real_run_with_gradient_accumulat
                 steps.append(step)
 
     data = [{"x": torch.ones(2, 4)} for _ in range(12)]
-    trainer = L.Trainer(max_steps=6, accumulate_grad_batches=2, logger=StepLogger(), log_every_n_steps=50,
+    trainer = L.Trainer(max_steps=6, accumulate_grad_batches=2, logger=StepLogger(), log_every_n_steps=1,
                         callbacks=[TokenThroughput(every_n_steps=2)], enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=None))
