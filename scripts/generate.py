@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from charlm.cli import ConfigSource, run_app, verbatim
+from charlm.cli import ConfigSource, flags_first, run_app, verbatim
 from charlm.errors import exit_on_user_error
 from charlm.generate import TEXT_KEYS, run
 
@@ -21,5 +21,11 @@ def main(cfg: DictConfig) -> None:
     run(cfg)
 
 
+def cli() -> None:
+    """Text arguments are taken verbatim; Hydra's flags may stand anywhere."""
+    configs = ConfigSource(str(CONFIG_DIR), "generate")
+    run_app(main, configs, rewrite=lambda argv: flags_first(verbatim(argv, TEXT_KEYS)))
+
+
 if __name__ == "__main__":
-    run_app(main, ConfigSource(str(CONFIG_DIR), "generate"), rewrite=lambda argv: verbatim(argv, TEXT_KEYS))
+    cli()

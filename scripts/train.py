@@ -5,7 +5,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from charlm.cli import ConfigSource, run_app
+from charlm.cli import ConfigSource, flags_first, run_app
 from charlm.errors import exit_on_user_error
 from charlm.resume import expand_resume
 from charlm.train import train
@@ -19,5 +19,10 @@ def main(cfg: DictConfig) -> float | None:
     return train(cfg)
 
 
+def cli() -> None:
+    """resume=RUN_DIR is shorthand for that run's overrides; Hydra's flags may stand anywhere."""
+    run_app(main, ConfigSource(str(CONFIG_DIR), "train"), rewrite=lambda argv: flags_first(expand_resume(argv)))
+
+
 if __name__ == "__main__":
-    run_app(main, ConfigSource(str(CONFIG_DIR), "train"), rewrite=expand_resume)  # resume=RUN_DIR shorthand
+    cli()

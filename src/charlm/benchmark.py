@@ -50,6 +50,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from charlm.cli import OneLineParser
 from charlm.errors import CharLMError
 from charlm.memory import release_free_memory
 from charlm.models.base import CharNet, detach_state
@@ -454,9 +455,9 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmark.py", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="benchmark.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     common.add_argument("--data", help="text file (or directory / glob) to train on; default: the config's corpus")
     common.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -486,6 +487,8 @@ def quiet_lightning() -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
+    for model in args.models:  # a bad --set fails here, before any output
+        run_config(model, args.data, args.set, [], "unused")
     quiet_lightning()
     multiprocessing.set_forkserver_preload(["charlm.benchmark"])  # each run's process starts with charlm imported
     return cmd_train(args) if args.command == "train" else cmd_generate(args)

@@ -13,13 +13,14 @@ still shows the full traceback.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from charlm.errors import EXIT_USER_ERROR, CharLMError
 
@@ -67,6 +68,13 @@ def flags_first(argv: list[str]) -> list[str]:
     return [argv[0], *flags, *overrides]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose mistakes are `CharLMError`s: one line, exit 2, like every other mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CharLMError(f"{message} (see {self.prog} --help)")
+
+
 @dataclass(frozen=True)
 class ConfigSource:
     """Where an app's configs are: what error messages compose again to suggest valid names."""
@@ -77,13 +85,14 @@ class ConfigSource:
 
 def run_app(app: Callable[[], Any], configs: ConfigSource,
             rewrite: Callable[[list[str]], list[str]] | None = None) -> None:
-    """Run a `@hydra.main` function; a user mistake anywhere ends in one `error:` line and exit 2.
-
-    `rewrite` turns the command line into what Hydra should read."""
-    show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    """Run a command (a `@hydra.main` function, or one that composes configs itself); a user mistake
+    anywhere ends in one `error:` line and exit 2. `rewrite` turns the command line into what it reads."""
+    user_setting = os.environ.get("HYDRA_FULL_ERROR")
+    show_traceback = user_setting == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors instead of printing them its way
     try:
-        sys.argv = flags_first(rewrite(sys.argv) if rewrite is not None else sys.argv)
+        if rewrite is not None:
+            sys.argv = rewrite(sys.argv)
         app()
     except CharLMError as err:
         fail(str(err), err.exit_code)
@@ -92,6 +101,11 @@ def run_app(app: Callable[[], Any], configs: ConfigSource,
         if message is None:
             raise
         fail(message)
+    finally:
+        if user_setting is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = user_setting
 
 
 def fail(message: str, exit_code: int = EXIT_USER_ERROR) -> None:
@@ -104,11 +118,6 @@ def user_error(err: BaseException, configs: ConfigSource) -> str | None:
     from hydra.errors import HydraException, InstantiationException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
-    from charlm.sweep import failed_sweep_message
-
-    sweep = failed_sweep_message()
-    if sweep is not None:
-        return sweep
     if isinstance(err, InstantiationException) and isinstance(err.__cause__, CharLMError):
         return str(err.__cause__)
     if isinstance(err, OverrideParseException):
@@ -121,6 +130,10 @@ def user_error(err: BaseException, configs: ConfigSource) -> str | None:
         if "Could not override" in text or "is not in struct" in text:
             return unknown_key(text, configs)
         return first_lines(text)
+    if {"-m", "--multirun"} & set(sys.argv):  # a sweeper that gave up (Optuna: no trial completed)
+        from charlm.sweep import failed_sweep_message
+
+        return failed_sweep_message()
     return None
 
 
