@@ -15,7 +15,7 @@ from charlm.generate import TEXT_KEYS, run
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="generate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     run(cfg)

@@ -13,7 +13,7 @@ from charlm.train import train
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     return train(cfg)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from charlm.checkpoint import save_last_checkpoint
 from charlm.errors import RunInterrupted
 from charlm.sampling import generate
 
@@ -150,19 +150,9 @@ class CheckpointOnInterrupt(L.Callback):
 
     def _stop(self, trainer: L.Trainer) -> None:
         self._restore()
-        saved = last_checkpoint_path(trainer)
-        if saved is not None:
-            trainer.save_checkpoint(saved, weights_only=False)
+        saved = save_last_checkpoint(trainer)
         where = f"; {saved} saved: continue with resume={trainer.default_root_dir}" if saved else ""
         raise RunInterrupted(f"training interrupted at step {trainer.global_step}{where}")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
-
-
-def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
-    """Where the run keeps `last.ckpt`: the directory of its checkpoint callback with `save_last`."""
-    for callback in trainer.checkpoint_callbacks:
-        if getattr(callback, "save_last", False) and callback.dirpath:
-            return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
-    return None

@@ -112,3 +112,17 @@ def resume_checkpoint(run_dir: Path) -> Path | None:
     if files:
         raise CharLMError(f"every checkpoint in {folder} is damaged (newest: {files[0].name}); cannot resume")
     return None
+
+
+def save_last_checkpoint(trainer: Any) -> Path | None:
+    """Write `last.ckpt` now, where the run's checkpoint callback with `save_last` keeps it.
+
+    For the step a run stops at (its last, a time budget, Ctrl-C): the callback itself saves only
+    every `every_n_train_steps`, so `last.ckpt` would otherwise lag behind the step reached.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "save_last", False) and callback.dirpath:
+            path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+            trainer.save_checkpoint(path, weights_only=False)
+            return path
+    return None

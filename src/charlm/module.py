@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from hydra.utils import get_class, instantiate
 from torchmetrics import MeanMetric
 
+from charlm.checkpoint import save_last_checkpoint
 from charlm.data import IGNORE
 from charlm.errors import CharLMError
 from charlm.models.base import CharNet, detach_state
@@ -161,6 +162,8 @@ class CharLM(L.LightningModule):
         every = self.trainer.log_every_n_steps
         if self.trainer.should_stop or (every > 0 and step % every == 0):
             self.write_train()
+        if self.trainer.should_stop:
+            save_last_checkpoint(self.trainer)  # last.ckpt holds the final step, not the last multiple of N
         elif step % DIVERGENCE_CHECK_STEPS == 0:
             self.check_finite(self._train_record[0])
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 PATH_VALUE = re.compile(r"[/\\]")  # a value with a slash names a file: only its last part goes into a dir name
+MAX_DIRNAME_BYTES = 200  # file systems refuse names over 255 bytes; a long override list is cut and hashed
 _current_sweep: dict[str, Path] = {}  # the sweep this process runs, for `failed_sweep_message`
 SUMMARY_COLUMNS = ("job", "dir", "overrides", "num_params", "steps", "best_val_loss", "best_val_bpc",
                    "final_val_loss", "final_val_bpc", "tokens_per_sec", "wall_time_s", "status", "error")
@@ -179,7 +181,11 @@ def job_dirname(overrides: list[str], exclude: list[str]) -> str:
         if PATH_VALUE.search(value):
             value = PATH_VALUE.split(value.rstrip("/\\"))[-1] or "root"
         items.append(f"{key}{sep}{value}")
-    return ",".join(items) or "default"
+    name = ",".join(items) or "default"
+    if len(name.encode()) <= MAX_DIRNAME_BYTES:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]  # still one directory per job when cut
+    return name.encode()[: MAX_DIRNAME_BYTES - 11].decode(errors="ignore") + "~" + digest
 
 
 OmegaConf.register_new_resolver("charlm.job_dir", lambda overrides, exclude: job_dirname(list(overrides),
