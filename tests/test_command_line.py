@@ -199,6 +199,8 @@ def test_a_run_of_odd_length_validates_logs_and_samples_its_last_step(corpus, tm
     assert steps["train/loss"] == [3, 6, 7] and steps["train/lr"] == [3, 6, 7]
     assert steps["sample"] == [5, 7]
     assert (run / "checkpoints" / "best-000007.ckpt").is_file() or (run / "checkpoints" / "best-000005.ckpt").is_file()
+    assert [p.name for p in (run / "checkpoints").glob("last*")] == ["last.ckpt"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
 
 
 def test_a_run_shorter_than_every_interval_with_logging_off_still_ends_measured(corpus, tmp_path) -> None:

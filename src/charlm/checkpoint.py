@@ -124,5 +124,6 @@ def save_last_checkpoint(trainer: Any) -> Path | None:
         if getattr(callback, "save_last", False) and callback.dirpath:
             path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
             trainer.save_checkpoint(path, weights_only=False)
+            callback.last_model_path = str(path)  # the callback's own record, so it never versions the name
             return path
     return None
