@@ -290,3 +290,38 @@ def test_a_search_whose_trials_all_fail_ends_in_one_line_naming_the_first_error(
     assert done.returncode == 2, done.stderr[-3000:]
     [line] = error_lines(done.stderr)
     assert "all 2 jobs" in line and "does not exist" in line and "Traceback" not in done.stderr
+
+
+# ---- an installed app
+
+
+def test_the_commands_are_installed_and_run_from_any_directory(tmp_path) -> None:
+    listing = subprocess.run([sys.executable, "-m", "charlm"], capture_output=True, text=True, cwd=tmp_path)
+    assert listing.returncode == 0 and all(c in listing.stdout for c in ("charlm-train", "charlm-generate"))
+    command = Path(sys.executable).parent / "charlm-train"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    done = subprocess.run([str(command), "hydra.run.dir=run", f"data.path={corpus}", *tiny_overrides("lstm")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    log = (tmp_path / "run" / "train.log").read_text()
+    for needle in ("overrides: ", "parameters", "step 3: val/loss", "step 6: val/loss", "best checkpoint:",
+                   "last checkpoint:"):
+        assert needle in log, log
+    failed = subprocess.run([str(command), "hydra.run.dir=run", "trainer.max_steps=abc"], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert failed.returncode == 2 and failed.stdout == ""
+    assert "error: trainer.max_steps='abc'" in (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.parametrize("flag", ["--help", "--cfg job"])
+def test_help_and_config_answer_without_importing_torch(flag: str) -> None:
+    code = ("import sys\n"
+            f"sys.argv = ['charlm-train', *{flag.split()!r}]\n"
+            "from charlm.app import train_cli\n"
+            "try:\n    train_cli()\nexcept SystemExit:\n    pass\n"
+            "print('heavy:', [m for m in ('torch', 'lightning', 'tensorboard') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "heavy: []"

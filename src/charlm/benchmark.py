@@ -47,7 +47,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.cli import OneLineParser
@@ -58,7 +58,6 @@ from charlm.module import build_net, next_char_loss, optimizer_and_schedule
 from charlm.sampling import SamplingOptions, encode_prompt, generate_ids
 from charlm.train import build_module, build_trainer, instantiate, prepare
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MODELS = ("bigram", "rnn", "lstm", "gru", "transformer")
 ABSENT = object()
 
@@ -75,7 +74,7 @@ QUIET = [
 
 
 def compose_train(overrides: Sequence[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module("charlm.conf", version_base="1.3"):
         return compose("train", overrides=list(overrides))
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -15,6 +18,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from charlm.checkpoint import save_last_checkpoint
 from charlm.errors import RunInterrupted
 from charlm.sampling import generate
+from charlm.sweep import update_result
 
 
 def tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
@@ -156,3 +160,33 @@ class CheckpointOnInterrupt(L.Callback):
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
+
+
+class RunResult(L.Callback):
+    """Writes the model's size and its val/loss record to `<dirpath>/result.json` when fit ends.
+
+    The sweep summary reads it, so a job's numbers are there even without a TensorBoard logger.
+    """
+
+    def __init__(self, dirpath: str):
+        self.dirpath = dirpath
+        self.val: list[tuple[int, float, float]] = []  # (step, val/loss, val/bpc)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        if trainer.sanity_checking or "val/loss" not in metrics:
+            return
+        bpc = float(metrics["val/bpc"]) if "val/bpc" in metrics else math.nan
+        self.val.append((trainer.global_step, float(metrics["val/loss"]), bpc))
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        fields: dict[str, Any] = {"num_params": sum(p.numel() for p in pl_module.parameters()),
+                                  "steps": trainer.global_step, "world_size": trainer.world_size,
+                                  "torch_threads": torch.get_num_threads()}
+        if self.val:
+            best = min(self.val, key=lambda v: v[1] if math.isfinite(v[1]) else math.inf)
+            fields.update(best_val_loss=best[1], best_val_bpc=best[2],
+                          final_val_loss=self.val[-1][1], final_val_bpc=self.val[-1][2])
+        Path(self.dirpath).mkdir(parents=True, exist_ok=True)
+        update_result(self.dirpath, **fields)

@@ -77,10 +77,18 @@ class OneLineParser(argparse.ArgumentParser):
 
 @dataclass(frozen=True)
 class ConfigSource:
-    """Where an app's configs are: what error messages compose again to suggest valid names."""
+    """Where an app's configs are (`pkg://module` or a directory): error messages compose them
+    again to suggest valid names."""
 
-    config_dir: str
+    config_path: str
     config_name: str
+
+    def initialize(self) -> Any:
+        from hydra import initialize_config_dir, initialize_config_module
+
+        if self.config_path.startswith("pkg://"):
+            return initialize_config_module(self.config_path.removeprefix("pkg://"), version_base="1.3")
+        return initialize_config_dir(config_dir=self.config_path, version_base="1.3")
 
 
 def run_app(app: Callable[[], Any], configs: ConfigSource,
@@ -186,11 +194,10 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 
 
 def group_options(group: str, configs: ConfigSource) -> list[str]:
-    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     try:
-        with initialize_config_dir(config_dir=configs.config_dir, version_base="1.3"):
+        with configs.initialize():
             return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
     except Exception:
         return []
@@ -198,14 +205,14 @@ def group_options(group: str, configs: ConfigSource) -> list[str]:
 
 def composed_without(bad_key: str, configs: ConfigSource) -> Any:
     """The config composed from the command line's other overrides (or none), or None if even that fails."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from hydra._internal.utils import get_args_parser
 
     args = get_args_parser().parse_known_args(sys.argv[1:])[0]
     others = [o for o in args.overrides if o.split("=", 1)[0].lstrip("+~") != bad_key]
     for attempt in (others, []):
         try:
-            with initialize_config_dir(config_dir=configs.config_dir, version_base="1.3"):
+            with configs.initialize():
                 return compose(args.config_name or configs.config_name, overrides=attempt)
         except Exception:
             continue

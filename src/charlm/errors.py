@@ -10,6 +10,7 @@ sweep, while a raised error fails only this job (charlm.sweep records it and goe
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -39,6 +40,14 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def log_to_files(message: str) -> None:
+    """Write `message` to the run's log file (Hydra's file handlers) without printing it again."""
+    record = logging.LogRecord("charlm", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def exit_on_user_error(fn: F) -> F:
     """Turn a `CharLMError` escaping `fn` into `error: ...` on stderr and exit code 2."""
 
@@ -50,6 +59,7 @@ def exit_on_user_error(fn: F) -> F:
             if in_multirun():
                 raise
             print(f"error: {err}", file=sys.stderr, flush=True)
+            log_to_files(f"error: {err}")
             sys.exit(err.exit_code)
 
     return wrapper  # type: ignore[return-value]

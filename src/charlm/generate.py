@@ -53,8 +53,6 @@ def default_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-TEXT_KEYS = ("prompt", "prompt_file", "input", "input_file")  # free text and paths: taken verbatim (charlm.cli)
-
 # option -> (check, what is valid); null is valid where the check says so
 OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_new_tokens": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),

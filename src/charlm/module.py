@@ -7,6 +7,7 @@ model with nothing else and loads with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,8 @@ from charlm.data import IGNORE
 from charlm.errors import CharLMError
 from charlm.models.base import CharNet, detach_state
 from charlm.vocab import Vocab
+
+log = logging.getLogger(__name__)
 
 # Classes a checkpoint may name as its model: loading never instantiates anything else.
 ALLOWED_MODELS = {
@@ -203,6 +206,8 @@ class CharLM(L.LightningModule):
         # The values are already reduced over ranks (torchmetrics); sync_dist only averages equal numbers.
         self.log_dict(metrics, prog_bar=True, logger=False, sync_dist=True)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            shown = ", ".join(f"{k} {float(v):.4f}" for k, v in metrics.items())
+            log.info(f"step {self.global_step}: {shown}")
             for logger in self.loggers:
                 logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)
 

@@ -1,6 +1,6 @@
 """Sweeps: each job's record, and one summary of all jobs when a multirun ends.
 
-A job leaves `result.json` in its run directory: the `RunResult` Lightning callback writes the
+A job leaves `result.json` in its run directory: the `charlm.callbacks.RunResult` Lightning callback writes the
 model size and val/loss record when training ends, and `SweepCallback.on_job_end` (a Hydra
 callback, registered in conf/hydra/default.yaml) adds the status, error and wall time.
 
@@ -31,13 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.errors import CharLMError, RunInterrupted
@@ -69,36 +66,6 @@ def update_result(job_dir: str | Path, **fields: Any) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     tmp.replace(path)
-
-
-class RunResult(L.Callback):
-    """Writes the model's size and its val/loss record to `<dirpath>/result.json` when fit ends.
-
-    The sweep summary reads it, so a job's numbers are there even without a TensorBoard logger.
-    """
-
-    def __init__(self, dirpath: str):
-        self.dirpath = dirpath
-        self.val: list[tuple[int, float, float]] = []  # (step, val/loss, val/bpc)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = trainer.callback_metrics
-        if trainer.sanity_checking or "val/loss" not in metrics:
-            return
-        bpc = float(metrics["val/bpc"]) if "val/bpc" in metrics else math.nan
-        self.val.append((trainer.global_step, float(metrics["val/loss"]), bpc))
-
-    @rank_zero_only
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        fields: dict[str, Any] = {"num_params": sum(p.numel() for p in pl_module.parameters()),
-                                  "steps": trainer.global_step, "world_size": trainer.world_size,
-                                  "torch_threads": torch.get_num_threads()}
-        if self.val:
-            best = min(self.val, key=lambda v: v[1] if math.isfinite(v[1]) else math.inf)
-            fields.update(best_val_loss=best[1], best_val_bpc=best[2],
-                          final_val_loss=self.val[-1][1], final_val_bpc=self.val[-1][2])
-        Path(self.dirpath).mkdir(parents=True, exist_ok=True)
-        update_result(self.dirpath, **fields)
 
 
 def one_line_error(err: BaseException) -> str:

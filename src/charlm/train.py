@@ -4,6 +4,7 @@ trainer from it, fit, and return the metric a sweeper optimises."""
 from __future__ import annotations
 
 import gc
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ProgressBar
@@ -107,8 +109,26 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return callbacks
 
 
+def log_to_hydra_handlers() -> None:
+    """Lightning's messages reach the console and the run's log file through Hydra's handlers on the
+    root logger; the console handler the `lightning` package adds for itself would print each twice."""
+    if logging.getLogger().hasHandlers():
+        own = logging.getLogger("lightning")
+        for handler in [h for h in own.handlers if type(h) is logging.StreamHandler]:
+            own.removeHandler(handler)
+
+
+def command_line() -> str:
+    """The run's overrides as the user gave them (empty outside a Hydra app)."""
+    if not HydraConfig.initialized():
+        return ""
+    return " ".join(HydraConfig.get().overrides.task) or "(defaults)"
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit one model as `cfg` describes; returns the best `val/loss` (None without validation)."""
+    log_to_hydra_handlers()
+    rank_zero_info(f"overrides: {command_line()}")
     prepare(cfg)
     output_dir = Path(cfg.paths.output_dir)
 
@@ -130,6 +150,12 @@ def train(cfg: DictConfig) -> float | None:
     if getattr(trainer, "interrupted", False):
         raise CharLMError("training was interrupted")
 
+    for callback in trainer.checkpoint_callbacks:
+        if callback.best_model_path:
+            score = float(callback.best_model_score)
+            rank_zero_info(f"best checkpoint: {callback.best_model_path} (val/loss {score:.4f})")
+        if callback.last_model_path:
+            rank_zero_info(f"last checkpoint: {callback.last_model_path} (step {trainer.global_step})")
     best = next((c.best_model_score for c in trainer.checkpoint_callbacks if c.monitor == "val/loss"), None)
     metric = trainer.callback_metrics.get("val/loss")
     result = float(best) if best is not None else (float(metric) if metric is not None else None)

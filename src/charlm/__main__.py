@@ -1,0 +1,3 @@
+from charlm.app import main
+
+main()

@@ -1,0 +1,72 @@
+"""The commands: `charlm-train`, `charlm-generate`, `charlm-benchmark` (and `scripts/*.py`).
+
+Each is a Hydra app over the configs installed with the package (`pkg://charlm.conf`), so it
+works from any directory; `--config-dir DIR` adds a user's own configs. Nothing here imports
+torch or Lightning: `--help`, `--cfg job` and tab completion answer at once, and Lightning is
+first imported after Hydra has set up logging, so its messages reach the run's log file too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from charlm.cli import ConfigSource, flags_first, run_app, verbatim
+from charlm.errors import exit_on_user_error
+
+CONFIGS = "pkg://charlm.conf"
+TEXT_KEYS = ("prompt", "prompt_file", "input", "input_file")  # free text and paths: taken verbatim
+COMMANDS = {
+    "charlm-train": "train a model: charlm-train model=lstm (python scripts/train.py)",
+    "charlm-generate": "sample text from a checkpoint: charlm-generate ckpt_path=RUN prompt=... (scripts/generate.py)",
+    "charlm-benchmark": "throughput against plain PyTorch loops: charlm-benchmark train (scripts/benchmark.py)",
+}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
+@exit_on_user_error
+def train_job(cfg: DictConfig) -> float | None:
+    from charlm.train import train
+
+    return train(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="generate")
+@exit_on_user_error
+def generate_job(cfg: DictConfig) -> None:
+    from charlm.generate import run
+
+    run(cfg)
+
+
+def train_cli() -> None:
+    """resume=RUN_DIR is shorthand for that run's overrides; Hydra's flags may stand anywhere."""
+    from charlm.resume import expand_resume
+
+    run_app(train_job, ConfigSource(CONFIGS, "train"), rewrite=lambda argv: flags_first(expand_resume(argv)))
+
+
+def generate_cli() -> None:
+    """prompt=, input= and the file arguments are taken verbatim; Hydra's flags may stand anywhere."""
+    configs = ConfigSource(CONFIGS, "generate")
+    run_app(generate_job, configs, rewrite=lambda argv: flags_first(verbatim(argv, TEXT_KEYS)))
+
+
+def benchmark_cli() -> None:
+    def job() -> None:
+        from charlm.benchmark import main
+
+        main()
+
+    run_app(job, ConfigSource(CONFIGS, "train"))
+
+
+def main() -> None:
+    """`python -m charlm`: what is installed."""
+    print("charlm: character-level language models. Commands:")
+    for name, what in COMMANDS.items():
+        print(f"  {name:<17} {what}")
+    print("Each takes --help.")
+    sys.exit(0)
