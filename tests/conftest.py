@@ -15,12 +15,23 @@ SHARED_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 # Overrides that make any model tiny and any run a few seconds long.
 TINY = [
-    "data.block_size=16", "data.batch_size=4", "data.val_batch_size=8",
-    "model.hidden_size=16", "model.num_layers=1", "model.embedding_dim=8",
-    "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
-    "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1",
-    "callbacks.model_checkpoint.every_n_train_steps=2", "callbacks.sample_text.max_new_tokens=20",
-    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "threads=1",
+    "data.block_size=16",
+    "data.batch_size=4",
+    "data.val_batch_size=8",
+    "model.hidden_size=16",
+    "model.num_layers=1",
+    "model.embedding_dim=8",
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=16",
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.log_every_n_steps=1",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+    "callbacks.sample_text.max_new_tokens=20",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "threads=1",
 ]
 MODEL_KEYS = {
     "bigram": [],
@@ -65,12 +76,19 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-def run_script(script: str, *args: str, timeout: float = 240, env: dict | None = None,
-               cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, *args: str, timeout: float = 240, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run scripts/<script> as a user would; returns the finished process (never raises on failure)."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, cwd=cwd or ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd or ROOT,
+    )
 
 
 def train_cli(run_dir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:

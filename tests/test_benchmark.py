@@ -33,8 +33,17 @@ from conftest import make_text, tiny_overrides, train_cli
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 # Applied to every model; the benchmark skips model.* keys a model's config does not have.
-TINY = ["data.block_size=16", "data.batch_size=4", "model.hidden_size=16", "model.num_layers=1",
-        "model.embedding_dim=8", "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "threads=1"]
+TINY = [
+    "data.block_size=16",
+    "data.batch_size=4",
+    "model.hidden_size=16",
+    "model.num_layers=1",
+    "model.embedding_dim=8",
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=16",
+    "threads=1",
+]
 MEASUREMENT_KEYS = {"tokens_per_s", "ms_per_step", "steps", "peak_mb", "base_mb", "final_loss"}
 
 
@@ -56,8 +65,14 @@ def one_compile_thread():
 
 def benchmark(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CHARLM_CACHE": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), *args], capture_output=True,
-                          text=True, timeout=600, env=env, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
 
 
 def compose_train(*overrides: str) -> DictConfig:
@@ -68,8 +83,25 @@ def compose_train(*overrides: str) -> DictConfig:
 @pytest.mark.slow
 def test_train_benchmark_writes_a_table_and_json(tmp_path: Path, text_file: Path) -> None:
     out = tmp_path / "train.json"
-    proc = benchmark(tmp_path, "train", "--data", str(text_file), "--steps", "3", "--warmup", "1",
-                     "--scaling-blocks", "8", "16", "--scaling-widths", "16", "--out", str(out), "--set", *TINY)
+    proc = benchmark(
+        tmp_path,
+        "train",
+        "--data",
+        str(text_file),
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--scaling-blocks",
+        "8",
+        "16",
+        "--scaling-widths",
+        "16",
+        "--out",
+        str(out),
+        "--set",
+        *TINY,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tok/s framework" in proc.stdout and "how the cost of a step grows" in proc.stdout
     payload = json.loads(out.read_text())
@@ -88,8 +120,24 @@ def test_train_benchmark_writes_a_table_and_json(tmp_path: Path, text_file: Path
 @pytest.mark.slow
 def test_generate_benchmark_writes_a_table_and_json(tmp_path: Path, text_file: Path) -> None:
     out = tmp_path / "generate.json"
-    proc = benchmark(tmp_path, "generate", "--models", "bigram", "lstm", "transformer", "--data", str(text_file),
-                     "--tokens", "40", "--block-size", "16", "--out", str(out), "--set", *TINY)
+    proc = benchmark(
+        tmp_path,
+        "generate",
+        "--models",
+        "bigram",
+        "lstm",
+        "transformer",
+        "--data",
+        str(text_file),
+        "--tokens",
+        "40",
+        "--block-size",
+        "16",
+        "--out",
+        str(out),
+        "--set",
+        *TINY,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "chars/s cached" in proc.stdout
     rows = json.loads(out.read_text())["models"]
@@ -107,18 +155,48 @@ def test_benchmark_refuses_a_run_without_timed_steps(tmp_path: Path, text_file: 
 
 # What each recipe must say; the header must give its command and what it measured (or that it has not run).
 RECIPES = {
-    "nanogpt_cpu": {"model.n_layer": 4, "model.n_head": 4, "model.n_embd": 128, "model.block_size": 64,
-                    "data.batch_size": 12, "data.sampling": "random", "trainer.max_steps": 2000,
-                    "scheduler.total_steps": 2000, "scheduler.min_lr_ratio": 0.1, "scheduler.warmup_steps": 100,
-                    "optimizer.lr": 3e-3, "optimizer.weight_decay": 0.1, "optimizer.betas": [0.9, 0.99],
-                    "model.dropout": 0.0, "trainer.val_check_interval": 250},
-    "nanogpt_shakespeare_char": {"model.n_layer": 6, "model.n_head": 6, "model.n_embd": 384, "model.block_size": 256,
-                                 "data.batch_size": 64, "trainer.max_steps": 5000, "model.dropout": 0.2,
-                                 "optimizer.lr": 1e-3, "scheduler.min_lr_ratio": 0.1, "scheduler.warmup_steps": 100,
-                                 "trainer.precision": "bf16-mixed", "model.compile": True,
-                                 "matmul_precision": "high", "optimizer.fused": True},
-    "char_rnn_lstm": {"model.cell": "lstm", "model.num_layers": 2, "model.hidden_size": 128,
-                      "data.sampling": "stream", "data.block_size": 50, "data.batch_size": 50, "optimizer.lr": 2e-3},
+    "nanogpt_cpu": {
+        "model.n_layer": 4,
+        "model.n_head": 4,
+        "model.n_embd": 128,
+        "model.block_size": 64,
+        "data.batch_size": 12,
+        "data.sampling": "random",
+        "trainer.max_steps": 2000,
+        "scheduler.total_steps": 2000,
+        "scheduler.min_lr_ratio": 0.1,
+        "scheduler.warmup_steps": 100,
+        "optimizer.lr": 3e-3,
+        "optimizer.weight_decay": 0.1,
+        "optimizer.betas": [0.9, 0.99],
+        "model.dropout": 0.0,
+        "trainer.val_check_interval": 250,
+    },
+    "nanogpt_shakespeare_char": {
+        "model.n_layer": 6,
+        "model.n_head": 6,
+        "model.n_embd": 384,
+        "model.block_size": 256,
+        "data.batch_size": 64,
+        "trainer.max_steps": 5000,
+        "model.dropout": 0.2,
+        "optimizer.lr": 1e-3,
+        "scheduler.min_lr_ratio": 0.1,
+        "scheduler.warmup_steps": 100,
+        "trainer.precision": "bf16-mixed",
+        "model.compile": True,
+        "matmul_precision": "high",
+        "optimizer.fused": True,
+    },
+    "char_rnn_lstm": {
+        "model.cell": "lstm",
+        "model.num_layers": 2,
+        "model.hidden_size": 128,
+        "data.sampling": "stream",
+        "data.block_size": 50,
+        "data.batch_size": 50,
+        "optimizer.lr": 2e-3,
+    },
 }
 
 
@@ -163,8 +241,9 @@ def check_compiled_and_eager_agree() -> None:
         losses[compiled] = F.cross_entropy(logits.reshape(-1, 8), y.reshape(-1))
         losses[compiled].backward()
     torch.testing.assert_close(losses[True], losses[False], rtol=1e-5, atol=1e-5)
-    for (name, eager), compiled in zip(modules[False].net.named_parameters(), modules[True].net.parameters(),
-                                       strict=True):
+    for (name, eager), compiled in zip(
+        modules[False].net.named_parameters(), modules[True].net.parameters(), strict=True
+    ):
         torch.testing.assert_close(compiled.grad, eager.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
@@ -173,11 +252,23 @@ def test_fused_adamw_gradients_are_clipped(precision: str) -> None:
     """The GPU recipe's fused AdamW + grad clipping: Lightning refuses it under bf16-mixed unless the
     module clips itself, which is right there because bf16 has no GradScaler (runs on CPU too)."""
     torch.manual_seed(0)
-    cfg = compose_train("model=transformer", "data.block_size=16", "model.n_layer=1", "model.n_head=2",
-                        "model.n_embd=16", "optimizer.fused=true")
+    cfg = compose_train(
+        "model=transformer",
+        "data.block_size=16",
+        "model.n_layer=1",
+        "model.n_head=2",
+        "model.n_embd=16",
+        "optimizer.fused=true",
+    )
     module = build_module(cfg, "abcdefgh")
-    module.trainer = L.Trainer(accelerator="cpu", precision=precision, logger=False, enable_checkpointing=False,
-                               enable_progress_bar=False, enable_model_summary=False)
+    module.trainer = L.Trainer(
+        accelerator="cpu",
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     optimizer = module.configure_optimizers()["optimizer"]
     assert optimizer.defaults["fused"]
     logits, _ = module(torch.randint(0, 8, (2, 16)))
@@ -193,8 +284,14 @@ def test_gpu_recipe_precision_trains_on_cpu_and_checkpoints_float32_weights(tmp_
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(make_text(), encoding="utf-8")
     run = tmp_path / "run"
-    done = train_cli(run, *tiny_overrides("transformer"), f"data.path={corpus}", "trainer.precision=bf16-mixed",
-                     "optimizer.fused=true", "trainer.gradient_clip_val=1.0")
+    done = train_cli(
+        run,
+        *tiny_overrides("transformer"),
+        f"data.path={corpus}",
+        "trainer.precision=bf16-mixed",
+        "optimizer.fused=true",
+        "trainer.gradient_clip_val=1.0",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     weights = [v for v in checkpoint["state_dict"].values() if v.is_floating_point()]

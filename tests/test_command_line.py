@@ -25,9 +25,22 @@ from conftest import ROOT, TINY, run_script, tiny_overrides, train_cli
 # Every character class a prompt may hold: commas, quotes, brackets, `=`, `:`, `#`, `$`, `${...}`,
 # backslashes, non-ASCII letters, emoji, tabs, newlines and spaces at either end.
 HAZARDS = [
-    "To be, or not to be", "What's this?", 'say "hi"', "[brackets] (parens) {braces}", "a = b: c",
-    "# not a comment", "$HOME and $PATH", "${oc.env:HOME}", "${x} and \\${y}", "back\\slash\\",
-    "Père Noël à Noël", "🎭 masks 🎭", "  spaces at both ends  ", "tab\there", "two\nlines", "'single'",
+    "To be, or not to be",
+    "What's this?",
+    'say "hi"',
+    "[brackets] (parens) {braces}",
+    "a = b: c",
+    "# not a comment",
+    "$HOME and $PATH",
+    "${oc.env:HOME}",
+    "${x} and \\${y}",
+    "back\\slash\\",
+    "Père Noël à Noël",
+    "🎭 masks 🎭",
+    "  spaces at both ends  ",
+    "tab\there",
+    "two\nlines",
+    "'single'",
     "~+-@!?%^&*|<>`;",
 ]
 CORPUS = "".join(f"{''.join(HAZARDS)}\nROMEO: line {i}, my lord.\n" for i in range(120))
@@ -59,8 +72,11 @@ def scalars(run_dir: Path) -> dict[str, list[int]]:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     steps = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-    steps["sample"] = [e.step for e in events.Tensors("sample/text_summary")] if "sample/text_summary" in \
-        events.Tags().get("tensors", []) else []
+    steps["sample"] = (
+        [e.step for e in events.Tensors("sample/text_summary")]
+        if "sample/text_summary" in events.Tags().get("tensors", [])
+        else []
+    )
     return steps
 
 
@@ -88,26 +104,34 @@ def test_any_text_survives_the_override_grammar_exactly(text: str) -> None:
 
 @pytest.mark.parametrize("prompt", HAZARDS)
 def test_generate_starts_with_the_prompt_exactly(hazard_run, prompt, monkeypatch, capsys) -> None:
-    code, out, err = run_in_process("generate", [f"ckpt_path={hazard_run}", f"prompt={prompt}",
-                                                 "max_new_tokens=5"], monkeypatch, capsys)
+    code, out, err = run_in_process(
+        "generate", [f"ckpt_path={hazard_run}", f"prompt={prompt}", "max_new_tokens=5"], monkeypatch, capsys
+    )
     assert code == 0, err
     assert out.startswith(prompt) and len(out) == len(prompt) + 5 + 1  # 5 new characters and the final newline
 
 
-def test_prompt_file_keeps_its_newlines_and_dash_reads_standard_input(hazard_run, tmp_path, monkeypatch,
-                                                                       capsys) -> None:
+def test_prompt_file_keeps_its_newlines_and_dash_reads_standard_input(
+    hazard_run, tmp_path, monkeypatch, capsys
+) -> None:
     text = "ROMEO:\n  What's this, my lord?\n\n"
     (tmp_path / "a prompt, with = and 'quotes'.txt").write_text(text, encoding="utf-8")
     for source, stdin in ((str(tmp_path / "a prompt, with = and 'quotes'.txt"), None), ("-", text)):
-        code, out, err = run_in_process("generate", [f"ckpt_path={hazard_run}", f"prompt_file={source}",
-                                                     "max_new_tokens=3"], monkeypatch, capsys, stdin=stdin)
+        code, out, err = run_in_process(
+            "generate",
+            [f"ckpt_path={hazard_run}", f"prompt_file={source}", "max_new_tokens=3"],
+            monkeypatch,
+            capsys,
+            stdin=stdin,
+        )
         assert code == 0, err
         assert out.startswith(text) and len(out) == len(text) + 3 + 1
 
 
 def test_generate_flags_may_follow_the_prompt(hazard_run, monkeypatch, capsys) -> None:
-    code, out, _ = run_in_process("generate", [f"ckpt_path={hazard_run}", "prompt=a, b", "--cfg", "job"],
-                                  monkeypatch, capsys)
+    code, out, _ = run_in_process(
+        "generate", [f"ckpt_path={hazard_run}", "prompt=a, b", "--cfg", "job"], monkeypatch, capsys
+    )
     assert code == 0
     assert yaml.safe_load(out)["prompt"] == "a, b"
 
@@ -161,8 +185,11 @@ def test_a_train_mistake_is_one_error_line_and_exit_2(args, needles, tmp_path, m
 
 @pytest.mark.parametrize(
     ("args", "needles"),
-    [(["trian"], ["invalid choice: 'trian'"]), (["train", "--steps", "x"], ["--steps", "'x'"]),
-     (["train", "--set", "modle=lstm"], ["unknown key 'modle'"])],
+    [
+        (["trian"], ["invalid choice: 'trian'"]),
+        (["train", "--steps", "x"], ["--steps", "'x'"]),
+        (["train", "--set", "modle=lstm"], ["unknown key 'modle'"]),
+    ],
 )
 def test_a_benchmark_mistake_is_one_error_line_and_exit_2(args, needles, monkeypatch, capsys) -> None:
     code, out, err = run_in_process("benchmark", args, monkeypatch, capsys)
@@ -181,8 +208,19 @@ def test_hydra_errors_from_the_real_command_are_one_line_unless_the_user_asks_fo
 
 def test_flags_may_stand_before_between_or_after_the_overrides() -> None:
     argv = ["train.py", "a=1", "--cfg", "job", "b=2", "-m", "--info", "searchpath", "c=3", "-cd", "dir"]
-    assert flags_first(argv) == ["train.py", "--cfg", "job", "-m", "--info", "searchpath", "-cd", "dir",
-                                 "a=1", "b=2", "c=3"]
+    assert flags_first(argv) == [
+        "train.py",
+        "--cfg",
+        "job",
+        "-m",
+        "--info",
+        "searchpath",
+        "-cd",
+        "dir",
+        "a=1",
+        "b=2",
+        "c=3",
+    ]
     assert quote_override("k", "it's") == "k='it\\'s'"
 
 
@@ -191,8 +229,14 @@ def test_flags_may_stand_before_between_or_after_the_overrides() -> None:
 
 def test_a_run_of_odd_length_validates_logs_and_samples_its_last_step(corpus, tmp_path) -> None:
     run = tmp_path / "run"
-    done = train_cli(run, *tiny_overrides("lstm"), f"data.path={corpus}", "trainer.max_steps=7",
-                     "trainer.val_check_interval=5", "trainer.log_every_n_steps=3")
+    done = train_cli(
+        run,
+        *tiny_overrides("lstm"),
+        f"data.path={corpus}",
+        "trainer.max_steps=7",
+        "trainer.val_check_interval=5",
+        "trainer.log_every_n_steps=3",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     steps = scalars(run)
     assert steps["val/loss"] == [5, 7] and steps["val/bpc"] == [5, 7]  # validated once per step, the last included
@@ -205,8 +249,14 @@ def test_a_run_of_odd_length_validates_logs_and_samples_its_last_step(corpus, tm
 
 def test_a_run_shorter_than_every_interval_with_logging_off_still_ends_measured(corpus, tmp_path) -> None:
     run = tmp_path / "run"
-    done = train_cli(run, *tiny_overrides("gru"), f"data.path={corpus}", "trainer.max_steps=4",
-                     "trainer.val_check_interval=600", "trainer.log_every_n_steps=0")
+    done = train_cli(
+        run,
+        *tiny_overrides("gru"),
+        f"data.path={corpus}",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=600",
+        "trainer.log_every_n_steps=0",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     steps = scalars(run)
     assert steps["val/loss"] == [4] and steps["train/loss"] == [4] and steps["sample"] == [4]
@@ -216,8 +266,14 @@ def test_a_run_shorter_than_every_interval_with_logging_off_still_ends_measured(
 
 def test_a_run_stopped_by_its_time_budget_validates_the_step_it_reached(corpus, tmp_path) -> None:
     run = tmp_path / "run"
-    done = train_cli(run, *tiny_overrides("lstm"), f"data.path={corpus}", "trainer.max_steps=1000000",
-                     "trainer.val_check_interval=100000", "trainer.max_time=00:00:00:03")
+    done = train_cli(
+        run,
+        *tiny_overrides("lstm"),
+        f"data.path={corpus}",
+        "trainer.max_steps=1000000",
+        "trainer.val_check_interval=100000",
+        "trainer.max_time=00:00:00:03",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     reached = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     steps = scalars(run)
@@ -226,11 +282,21 @@ def test_a_run_stopped_by_its_time_budget_validates_the_step_it_reached(corpus, 
 
 def test_ctrl_c_saves_the_step_reached_and_resume_continues_from_it(corpus, tmp_path) -> None:
     run = tmp_path / "run"
-    args = [*tiny_overrides("lstm"), f"data.path={corpus}", "trainer.max_steps=1000000",
-            "trainer.val_check_interval=1000", "callbacks.model_checkpoint.every_n_train_steps=1000"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run}", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    args = [
+        *tiny_overrides("lstm"),
+        f"data.path={corpus}",
+        "trainer.max_steps=1000000",
+        "trainer.val_check_interval=1000",
+        "callbacks.model_checkpoint.every_n_train_steps=1000",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run}", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
     deadline = time.monotonic() + 120
     while not (run / "events.out.tfevents").parent.exists() or not list(run.glob("events.out.tfevents.*")):
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[1][-3000:]
@@ -257,9 +323,15 @@ def test_a_sweep_job_dir_is_flat_and_resume_takes_it_with_flags_after(tmp_path) 
     corpus = folder / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
     sweep = tmp_path / "sweep"
-    done = run_script("train.py", "-m", f"hydra.sweep.dir={sweep}", "model=lstm", f"data.path='{corpus}'",
-                      *[o for o in TINY if not o.startswith(("model.n_", "trainer.max_steps"))],
-                      "trainer.max_steps=4")
+    done = run_script(
+        "train.py",
+        "-m",
+        f"hydra.sweep.dir={sweep}",
+        "model=lstm",
+        f"data.path='{corpus}'",
+        *[o for o in TINY if not o.startswith(("model.n_", "trainer.max_steps"))],
+        "trainer.max_steps=4",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     [job] = [p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")]
     assert job.parent == sweep and "data.path=corpus.txt" in job.name and "," in job.name  # flat, readable
@@ -284,9 +356,16 @@ def test_resume_of_a_directory_without_a_checkpoint_is_one_line(tmp_path, monkey
 
 def test_a_search_whose_trials_all_fail_ends_in_one_line_naming_the_first_error(tmp_path) -> None:
     pytest.importorskip("optuna")
-    done = run_script("train.py", "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hparams_search=optuna",
-                      "hydra.sweeper.n_trials=2", "hydra.sweeper.storage=null", "data.path=/no/such/corpus.txt",
-                      *tiny_overrides("lstm")[1:])
+    done = run_script(
+        "train.py",
+        "-m",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.storage=null",
+        "data.path=/no/such/corpus.txt",
+        *tiny_overrides("lstm")[1:],
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     [line] = error_lines(done.stderr)
     assert "all 2 jobs" in line and "does not exist" in line and "Traceback" not in done.stderr
@@ -301,27 +380,41 @@ def test_the_commands_are_installed_and_run_from_any_directory(tmp_path) -> None
     command = Path(sys.executable).parent / "charlm-train"
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
-    done = subprocess.run([str(command), "hydra.run.dir=run", f"data.path={corpus}", *tiny_overrides("lstm")],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    done = subprocess.run(
+        [str(command), "hydra.run.dir=run", f"data.path={corpus}", *tiny_overrides("lstm")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     log = (tmp_path / "run" / "train.log").read_text()
-    for needle in ("overrides: ", "parameters", "step 3: val/loss", "step 6: val/loss", "best checkpoint:",
-                   "last checkpoint:"):
+    for needle in (
+        "overrides: ",
+        "parameters",
+        "step 3: val/loss",
+        "step 6: val/loss",
+        "best checkpoint:",
+        "last checkpoint:",
+    ):
         assert needle in log, log
-    failed = subprocess.run([str(command), "hydra.run.dir=run", "trainer.max_steps=abc"], capture_output=True,
-                            text=True, cwd=tmp_path)
+    failed = subprocess.run(
+        [str(command), "hydra.run.dir=run", "trainer.max_steps=abc"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert failed.returncode == 2 and failed.stdout == ""
     assert "error: trainer.max_steps='abc'" in (tmp_path / "run" / "train.log").read_text()
 
 
 @pytest.mark.parametrize("flag", ["--help", "--cfg job"])
 def test_help_and_config_answer_without_importing_torch(flag: str) -> None:
-    code = ("import sys\n"
-            f"sys.argv = ['charlm-train', *{flag.split()!r}]\n"
-            "from charlm.app import train_cli\n"
-            "try:\n    train_cli()\nexcept SystemExit:\n    pass\n"
-            "print('heavy:', [m for m in ('torch', 'lightning', 'tensorboard') if m in sys.modules])")
+    code = (
+        "import sys\n"
+        f"sys.argv = ['charlm-train', *{flag.split()!r}]\n"
+        "from charlm.app import train_cli\n"
+        "try:\n    train_cli()\nexcept SystemExit:\n    pass\n"
+        "print('heavy:', [m for m in ('torch', 'lightning', 'tensorboard') if m in sys.modules])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "heavy: []"

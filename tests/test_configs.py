@@ -63,9 +63,22 @@ def test_generate_config_composes():
 def test_main_config_names_are_kept():
     """Names that users, docs and checks rely on."""
     cfg = compose_train([f"hydra.run.dir={ROOT / 'outputs' / 'unused'}"])
-    for key in ("data.path", "data.block_size", "data.batch_size", "data.sampling", "model.hidden_size",
-                "model.num_layers", "model.dropout", "model.impl", "optimizer.lr", "seed", "ckpt_path",
-                "callbacks.model_checkpoint.every_n_train_steps", "trainer.max_steps", "trainer.devices"):
+    for key in (
+        "data.path",
+        "data.block_size",
+        "data.batch_size",
+        "data.sampling",
+        "model.hidden_size",
+        "model.num_layers",
+        "model.dropout",
+        "model.impl",
+        "optimizer.lr",
+        "seed",
+        "ckpt_path",
+        "callbacks.model_checkpoint.every_n_train_steps",
+        "trainer.max_steps",
+        "trainer.devices",
+    ):
         assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
     transformer = compose_train(["model=transformer", f"hydra.run.dir={ROOT / 'outputs' / 'unused'}"])
     for key in ("model.n_layer", "model.n_head", "model.n_embd"):
@@ -74,6 +87,9 @@ def test_main_config_names_are_kept():
 
 @pytest.mark.parametrize("name", ["trainer/default.yaml", "callbacks/default.yaml"])
 def test_every_key_of_the_trainer_and_callback_defaults_has_a_comment(name):
-    uncommented = [line for line in (CONF / name).read_text(encoding="utf-8").splitlines()
-                   if line.strip() and not line.lstrip().startswith("#") and " #" not in line]
+    uncommented = [
+        line
+        for line in (CONF / name).read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#") and " #" not in line
+    ]
     assert uncommented == []

@@ -44,9 +44,22 @@ def workdir(tmp_path: Path) -> Path:
 def train(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CHARLM_CACHE": str(workdir / "cache")}
     env.pop("LOCAL_RANK", None)
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "-cd", str(workdir / "conf"), *args,
-                           "experiment=tiny", "trainer=ddp"], cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            "-cd",
+            str(workdir / "conf"),
+            *args,
+            "experiment=tiny",
+            "trainer=ddp",
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_one_ddp_run(run_dir: Path) -> None:
@@ -93,5 +106,12 @@ def test_ddp_jobs_of_the_joblib_launcher_are_refused_in_one_line_and_the_sweep_s
 def test_ddp_ranks_re_run_the_job_not_the_sweep():
     hydra = OmegaConf.create({"overrides": {"task": ["model=lstm", "+x=1"]}})
     argv = ["scripts/train.py", "-m", "-cd", "/tmp/conf", "model=lstm,gru", "+x=1", "--config-name", "train"]
-    assert job_command_line(argv, hydra) == ["scripts/train.py", "--config-name", "train", "--config-dir",
-                                             "/tmp/conf", "model=lstm", "+x=1"]
+    assert job_command_line(argv, hydra) == [
+        "scripts/train.py",
+        "--config-name",
+        "train",
+        "--config-dir",
+        "/tmp/conf",
+        "model=lstm",
+        "+x=1",
+    ]

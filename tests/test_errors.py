@@ -95,9 +95,15 @@ def test_resuming_with_another_model_or_vocabulary_is_refused_and_keeps_the_chec
 
 def test_divergence_stops_with_the_step_and_never_checkpoints_bad_weights(corpus, tmp_path):
     run = tmp_path / "run"
-    done = train_cli(run, *tiny_overrides("lstm"), f"data.path={corpus}", "optimizer.lr=1e30",
-                     "scheduler.warmup_steps=0", "trainer.gradient_clip_val=null",
-                     "callbacks.model_checkpoint.every_n_train_steps=1")
+    done = train_cli(
+        run,
+        *tiny_overrides("lstm"),
+        f"data.path={corpus}",
+        "optimizer.lr=1e30",
+        "scheduler.warmup_steps=0",
+        "trainer.gradient_clip_val=null",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
+    )
     assert_one_line_error(done, "diverged", "at step")
     for ckpt in (run / "checkpoints").glob("*.ckpt"):
         weights = torch.load(ckpt, weights_only=True)["state_dict"].values()

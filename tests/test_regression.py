@@ -32,10 +32,12 @@ def losses_of(model: str) -> list[float]:
     vocab = Vocab.from_text(text)
     torch.manual_seed(cfg.seed)
     module = build_module(cfg, vocab.chars)
-    optimizer, schedule = optimizer_and_schedule(module.net, dict(module.hparams.optimizer),
-                                                 module.hparams.scheduler, STEPS)
-    batches = TrainBatches(vocab.encode(text), cfg.data.block_size, cfg.data.batch_size, "random", cfg.seed,
-                           epoch_batches=100)
+    optimizer, schedule = optimizer_and_schedule(
+        module.net, dict(module.hparams.optimizer), module.hparams.scheduler, STEPS
+    )
+    batches = TrainBatches(
+        vocab.encode(text), cfg.data.block_size, cfg.data.batch_size, "random", cfg.seed, epoch_batches=100
+    )
     losses = []
     for step in range(STEPS):
         batch = batches.batch(step)

@@ -21,15 +21,25 @@ SLOW_WRITE = {"CHARLM_TEST_SLOW_CHECKPOINT_WRITE": "0.25"}
 
 
 def run_args(model: str, corpus: Path, sampling: str) -> list[str]:
-    return [*tiny_overrides(model), f"data.path={corpus}", f"data.sampling={sampling}",
-            f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={VAL_EVERY}",
-            f"callbacks.model_checkpoint.every_n_train_steps={EVERY}", "model.dropout=0.1"]
+    return [
+        *tiny_overrides(model),
+        f"data.path={corpus}",
+        f"data.sampling={sampling}",
+        f"trainer.max_steps={STEPS}",
+        f"trainer.val_check_interval={VAL_EVERY}",
+        f"callbacks.model_checkpoint.every_n_train_steps={EVERY}",
+        "model.dropout=0.1",
+    ]
 
 
 def start(run_dir: Path, args: list[str]) -> subprocess.Popen:
     env = {**os.environ, **SLOW_WRITE}
-    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run_dir}", *args],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run_dir}", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_for(condition, timeout: float = 120) -> None:
@@ -82,7 +92,8 @@ def assert_same_run(resumed, reference) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("model", "sampling"), [("lstm", "stream"), ("transformer", "random")])
 def test_kill_during_a_checkpoint_write_then_resume_matches_uninterrupted_run(
-        model, sampling, corpus, tmp_path, uninterrupted):
+    model, sampling, corpus, tmp_path, uninterrupted
+):
     run = tmp_path / "run"
     ckpts = run / "checkpoints"
     proc = start(run, run_args(model, corpus, sampling))
@@ -99,7 +110,8 @@ def test_kill_during_a_checkpoint_write_then_resume_matches_uninterrupted_run(
 @pytest.mark.slow
 @pytest.mark.parametrize(("model", "sampling"), [("lstm", "stream"), ("lstm", "random")])
 def test_kill_at_an_arbitrary_step_then_resume_matches_uninterrupted_run(
-        model, sampling, corpus, tmp_path, uninterrupted):
+    model, sampling, corpus, tmp_path, uninterrupted
+):
     run = tmp_path / "run"
     args = run_args(model, corpus, sampling)
     proc = start(run, args)

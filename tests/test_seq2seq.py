@@ -243,10 +243,20 @@ def test_demo_tasks():
 
 # ---------------------------------------------------------------------------------------- commands
 
-TINY = ["model=seq2seq", "data=pairs", "model.hidden_size=16", "model.embedding_dim=8", "data.batch_size=8",
-        "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1",
-        "callbacks.model_checkpoint.every_n_train_steps=3", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "threads=1"]
+TINY = [
+    "model=seq2seq",
+    "data=pairs",
+    "model.hidden_size=16",
+    "model.embedding_dim=8",
+    "data.batch_size=8",
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.log_every_n_steps=1",
+    "callbacks.model_checkpoint.every_n_train_steps=3",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "threads=1",
+]
 
 
 @pytest.mark.slow
@@ -272,8 +282,7 @@ def test_train_and_generate_commands(tmp_path: Path):
     assert beam.returncode == 0 and beam.stdout == out.stdout, beam.stderr[-2000:]
     sources = tmp_path / "in.txt"
     sources.write_text("ab\n\ndcba\n", encoding="utf-8")
-    lines = run_script("generate.py", f"ckpt_path={run}", f"input_file={sources}", "beam_size=3",
-                       "max_new_tokens=10")
+    lines = run_script("generate.py", f"ckpt_path={run}", f"input_file={sources}", "beam_size=3", "max_new_tokens=10")
     assert lines.returncode == 0 and len(lines.stdout.splitlines()) == 3, lines.stderr[-2000:]
 
     unknown = run_script("generate.py", f"ckpt_path={run}", "input=abz")

@@ -35,12 +35,16 @@ def has_plugin(name: str) -> bool:
     return find_spec("hydra_plugins") is not None and find_spec(f"hydra_plugins.{name}") is not None
 
 
-needs_optuna = pytest.mark.skipif(optuna is None or not has_plugin("hydra_optuna_sweeper"),
-                                  reason="needs the optuna extra: pip install -e '.[optuna]'")
-needs_joblib = pytest.mark.skipif(not has_plugin("hydra_joblib_launcher"),
-                                  reason="needs the launchers extra: pip install -e '.[launchers]'")
-needs_submitit = pytest.mark.skipif(not has_plugin("hydra_submitit_launcher"),
-                                    reason="needs the launchers extra: pip install -e '.[launchers]'")
+needs_optuna = pytest.mark.skipif(
+    optuna is None or not has_plugin("hydra_optuna_sweeper"),
+    reason="needs the optuna extra: pip install -e '.[optuna]'",
+)
+needs_joblib = pytest.mark.skipif(
+    not has_plugin("hydra_joblib_launcher"), reason="needs the launchers extra: pip install -e '.[launchers]'"
+)
+needs_submitit = pytest.mark.skipif(
+    not has_plugin("hydra_submitit_launcher"), reason="needs the launchers extra: pip install -e '.[launchers]'"
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """\
@@ -75,9 +79,23 @@ def sweep(workdir: Path, *overrides: str, timeout: float = 120) -> tuple[subproc
     """`train.py -m experiment=tiny ...` in `workdir`; returns the process and its sweep dir."""
     sweep_dir = workdir / "sweep"
     env = {**os.environ, "CHARLM_CACHE": str(workdir / "cache"), "HYDRA_FULL_ERROR": "1"}
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "-cd", str(workdir / "conf"),
-                           "experiment=tiny", f"hydra.sweep.dir={sweep_dir}", *overrides],
-                          cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            "-m",
+            "-cd",
+            str(workdir / "conf"),
+            "experiment=tiny",
+            f"hydra.sweep.dir={sweep_dir}",
+            *overrides,
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return done, sweep_dir
 
 
@@ -132,8 +150,13 @@ def test_a_failed_job_is_listed_with_its_error_and_the_sweep_goes_on(workdir):
 @needs_optuna
 def test_optuna_search_keeps_its_study_in_sqlite_and_a_second_sweep_adds_trials(workdir):
     db = workdir / "db" / "optuna.db"  # db/ does not exist: the sweep callback creates it for SQLite
-    search = ["hparams_search=optuna", "trainer.max_steps=6", "trainer.val_check_interval=3",
-              f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.study_name=tiny"]
+    search = [
+        "hparams_search=optuna",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        "hydra.sweeper.study_name=tiny",
+    ]
     done, sweep_dir = sweep(workdir, *search, "hydra.sweeper.n_trials=2")
     assert done.returncode == 0, done.stderr[-3000:]
     rows = summary_rows(sweep_dir)
@@ -143,8 +166,9 @@ def test_optuna_search_keeps_its_study_in_sqlite_and_a_second_sweep_adds_trials(
     assert (sweep_dir / "optimization_results.yaml").is_file()
 
     (workdir / "sweep").rename(workdir / "first")  # a second sweep adds a trial, one that fails
-    done, sweep_dir = sweep(workdir, *search, "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler.seed=7",
-                            "data.batch_size=0")
+    done, sweep_dir = sweep(
+        workdir, *search, "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler.seed=7", "data.batch_size=0"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
     complete, failed = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
@@ -157,8 +181,13 @@ def test_optuna_search_keeps_its_study_in_sqlite_and_a_second_sweep_adds_trials(
 @pytest.mark.slow
 @needs_optuna
 def test_the_transformer_search_space_trains(workdir):
-    done, sweep_dir = sweep(workdir, "hparams_search=optuna_transformer", "trainer.max_steps=6",
-                            "trainer.val_check_interval=3", "hydra.sweeper.n_trials=1")
+    done, sweep_dir = sweep(
+        workdir,
+        "hparams_search=optuna_transformer",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+        "hydra.sweeper.n_trials=1",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (row,) = summary_rows(sweep_dir)
     assert_ok(row)
@@ -222,8 +251,10 @@ def test_a_bug_is_recorded_with_its_type_and_a_single_run_still_fails(tmp_path):
 
 
 def test_jobs_are_labelled_by_the_overrides_that_tell_them_apart():
-    rows = [{"overrides": "data.path=a.txt model=lstm seed=1", "dir": "d0"},
-            {"overrides": "data.path=a.txt model=gru seed=1", "dir": "d1"},
-            {"overrides": "data.path=a.txt model=gru seed=1 +x=2", "dir": "d2"}]
+    rows = [
+        {"overrides": "data.path=a.txt model=lstm seed=1", "dir": "d0"},
+        {"overrides": "data.path=a.txt model=gru seed=1", "dir": "d1"},
+        {"overrides": "data.path=a.txt model=gru seed=1 +x=2", "dir": "d2"},
+    ]
     assert varying_overrides(rows) == ["model=lstm", "model=gru", "+x=2 model=gru"]
     assert varying_overrides(rows[:1]) == ["d0"]

@@ -39,8 +39,14 @@ def test_each_model_trains_logs_samples_checkpoints_and_generates(model, corpus,
 
     out = run_script("generate.py", f"ckpt_path={run}", "prompt=KING:", "max_new_tokens=40", "seed=1")
     assert out.returncode == 0, out.stderr[-2000:]
-    again = run_script("generate.py", f"ckpt_path={run}/checkpoints/last.ckpt", "prompt=KING:",
-                       "max_new_tokens=40", "seed=1", "which=last")
+    again = run_script(
+        "generate.py",
+        f"ckpt_path={run}/checkpoints/last.ckpt",
+        "prompt=KING:",
+        "max_new_tokens=40",
+        "seed=1",
+        "which=last",
+    )
     assert out.stdout.startswith("KING:") and len(out.stdout.rstrip("\n")) >= 40
     assert again.returncode == 0
 
@@ -58,8 +64,10 @@ def test_no_validation_means_no_val_loss_and_no_samples(corpus, tmp_path):
 def test_generate_is_reproducible_with_a_seed_and_varies_without(corpus, tmp_path):
     run = tmp_path / "run"
     assert train_cli(run, *tiny_overrides("lstm"), f"data.path={corpus}").returncode == 0
-    texts = [run_script("generate.py", f"ckpt_path={run}", f"seed={s}", "max_new_tokens=80", "num_samples=2").stdout
-             for s in (5, 5, 6)]
+    texts = [
+        run_script("generate.py", f"ckpt_path={run}", f"seed={s}", "max_new_tokens=80", "num_samples=2").stdout
+        for s in (5, 5, 6)
+    ]
     assert texts[0] == texts[1] and texts[0] != texts[2]
     greedy = run_script("generate.py", f"ckpt_path={run}", "greedy=true", "use_cache=false", "max_new_tokens=30")
     cached = run_script("generate.py", f"ckpt_path={run}", "greedy=true", "max_new_tokens=30")
@@ -137,8 +145,16 @@ def test_throughput_logs_once_per_interval_in_a_real_run_with_gradient_accumulat
                 steps.append(step)
 
     data = [{"x": torch.ones(2, 4)} for _ in range(12)]
-    trainer = L.Trainer(max_steps=6, accumulate_grad_batches=2, logger=StepLogger(), log_every_n_steps=1,
-                        callbacks=[TokenThroughput(every_n_steps=2)], enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=6,
+        accumulate_grad_batches=2,
+        logger=StepLogger(),
+        log_every_n_steps=1,
+        callbacks=[TokenThroughput(every_n_steps=2)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=None))
     assert steps == [2, 4, 6]

@@ -64,9 +64,15 @@ ABSENT = object()
 # Every training benchmark run: no validation, logger, checkpoints, samples or progress output,
 # one device. What is left is what a training step costs.
 QUIET = [
-    "logger=none", "~callbacks", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "++trainer.enable_checkpointing=false", "trainer.devices=1",
-    "trainer.num_nodes=1", "trainer.strategy=auto",
+    "logger=none",
+    "~callbacks",
+    "trainer.limit_val_batches=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "++trainer.enable_checkpointing=false",
+    "trainer.devices=1",
+    "trainer.num_nodes=1",
+    "trainer.strategy=auto",
 ]
 
 
@@ -152,8 +158,9 @@ class Measurement:
     final_loss: float
 
 
-def measure(stamps: Sequence[float], tokens: Sequence[int], warmup: int, memory: tuple[float, float],
-            loss: float) -> Measurement:
+def measure(
+    stamps: Sequence[float], tokens: Sequence[int], warmup: int, memory: tuple[float, float], loss: float
+) -> Measurement:
     """Rate over the steps after the warm-up: from the end of the last warm-up step to the end of the last step."""
     if len(stamps) <= warmup:
         raise CharLMError(f"only {len(stamps)} steps ran; need more than the {warmup} warm-up steps")
@@ -170,8 +177,9 @@ class StepTimer(L.Callback):
         self.tokens: list[int] = []
         self.loss: torch.Tensor | None = None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         sync(pl_module.device)
         self.stamps.append(time.perf_counter())
         self.tokens.append(batch["x"].numel())
@@ -238,8 +246,14 @@ def clipper(cfg: DictConfig) -> Callable[[Any], Any]:
     return lambda params: torch.nn.utils.clip_grad_norm_(params, value)
 
 
-def plain_loss(net: CharNet, x: torch.Tensor, y: torch.Tensor, state: Any, carry: bool,
-               autocast: Callable[[], AbstractContextManager]) -> tuple[torch.Tensor, Any]:
+def plain_loss(
+    net: CharNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    state: Any,
+    carry: bool,
+    autocast: Callable[[], AbstractContextManager],
+) -> tuple[torch.Tensor, Any]:
     """Forward and loss as `CharLM.training_step` computes them. The logits and an uncarried state
     (the transformer's key/value tensors) die with this frame as they do there: the same memory."""
     with autocast():
@@ -305,15 +319,27 @@ def compare(model: str, args: argparse.Namespace, extra: Sequence[str] = ()) -> 
             result, run = in_fresh_process(framework_run, cfg_dict, args.warmup)
             framework.append(result)
             plain.append(in_fresh_process(plain_run, cfg_dict, run["device"], args.warmup))
-        info = {"params": run["params"], "block_size": int(cfg.data.block_size),
-                "batch_size": int(cfg.data.batch_size), "sampling": str(cfg.data.sampling), "device": run["device"],
-                "precision": str(cfg.trainer.precision)}
+        info = {
+            "params": run["params"],
+            "block_size": int(cfg.data.block_size),
+            "batch_size": int(cfg.data.batch_size),
+            "sampling": str(cfg.data.sampling),
+            "device": run["device"],
+            "precision": str(cfg.trainer.precision),
+        }
     fw, pl = best(framework), best(plain)
-    return {"model": model, **info, "framework": asdict(fw), "plain": asdict(pl),
-            "ratio": fw.tokens_per_s / pl.tokens_per_s,
-            "loss_gap": abs(fw.final_loss - pl.final_loss),  # ~0: the same computation, up to rounding
-            "repeats_tokens_per_s": {"framework": [m.tokens_per_s for m in framework],
-                                     "plain": [m.tokens_per_s for m in plain]}}
+    return {
+        "model": model,
+        **info,
+        "framework": asdict(fw),
+        "plain": asdict(pl),
+        "ratio": fw.tokens_per_s / pl.tokens_per_s,
+        "loss_gap": abs(fw.final_loss - pl.final_loss),  # ~0: the same computation, up to rounding
+        "repeats_tokens_per_s": {
+            "framework": [m.tokens_per_s for m in framework],
+            "plain": [m.tokens_per_s for m in plain],
+        },
+    }
 
 
 def scaling_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -330,8 +356,9 @@ def scaling_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------- generation
 
 
-def generation_rate(net: CharNet, prompt: torch.Tensor, tokens: int, use_cache: bool,
-                    device: torch.device) -> tuple[float, torch.Tensor]:
+def generation_rate(
+    net: CharNet, prompt: torch.Tensor, tokens: int, use_cache: bool, device: torch.device
+) -> tuple[float, torch.Tensor]:
     """Characters per second of one `generate_ids` call, after a short untimed warm-up call."""
     generate_ids(net, prompt, min(tokens, 8), use_cache=use_cache)
     sync(device)
@@ -351,10 +378,17 @@ def generation_row(model: str, args: argparse.Namespace, device: torch.device) -
     prompt = encode_prompt(datamodule.vocab, "").to(device)[None, :]  # (1, 1)
     cached, ids_cached = generation_rate(net, prompt, args.tokens, True, device)
     uncached, ids_plain = generation_rate(net, prompt, args.tokens, False, device)
-    return {"model": model, "params": sum(p.numel() for p in net.parameters()), "max_context": net.max_context,
-            "tokens": args.tokens, "device": str(device), "chars_per_s_cached": cached,
-            "chars_per_s_uncached": uncached, "speedup": cached / uncached,
-            "same_ids": bool(torch.equal(ids_cached, ids_plain))}
+    return {
+        "model": model,
+        "params": sum(p.numel() for p in net.parameters()),
+        "max_context": net.max_context,
+        "tokens": args.tokens,
+        "device": str(device),
+        "chars_per_s_cached": cached,
+        "chars_per_s_uncached": uncached,
+        "speedup": cached / uncached,
+        "same_ids": bool(torch.equal(ids_cached, ids_plain)),
+    }
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -365,10 +399,15 @@ def log(message: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    return {"torch": torch.__version__, "lightning": L.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    return {
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -391,18 +430,43 @@ def added_mb(m: dict[str, Any]) -> float:
 
 
 def train_table(rows: list[dict[str, Any]], first: str = "model") -> str:
-    headers = [first, "params", "tok/s framework", "tok/s plain", "ratio", "ms/step fw", "peak MB fw",
-               "+MB fw", "+MB plain"]
-    body = [[r[first] if first == "model" else f"T={r['block_size']} C={r['n_embd']}", r["params"],
-             r["framework"]["tokens_per_s"], r["plain"]["tokens_per_s"], r["ratio"], r["framework"]["ms_per_step"],
-             r["framework"]["peak_mb"], added_mb(r["framework"]), added_mb(r["plain"])] for r in rows]
+    headers = [
+        first,
+        "params",
+        "tok/s framework",
+        "tok/s plain",
+        "ratio",
+        "ms/step fw",
+        "peak MB fw",
+        "+MB fw",
+        "+MB plain",
+    ]
+    body = [
+        [
+            r[first] if first == "model" else f"T={r['block_size']} C={r['n_embd']}",
+            r["params"],
+            r["framework"]["tokens_per_s"],
+            r["plain"]["tokens_per_s"],
+            r["ratio"],
+            r["framework"]["ms_per_step"],
+            r["framework"]["peak_mb"],
+            added_mb(r["framework"]),
+            added_mb(r["plain"]),
+        ]
+        for r in rows
+    ]
     return format_table(headers, body)
 
 
 def generate_table(rows: list[dict[str, Any]]) -> str:
     headers = ["model", "params", "chars/s cached", "chars/s uncached", "speedup", "same ids"]
-    return format_table(headers, [[r["model"], r["params"], r["chars_per_s_cached"], r["chars_per_s_uncached"],
-                                   r["speedup"], r["same_ids"]] for r in rows])
+    return format_table(
+        headers,
+        [
+            [r["model"], r["params"], r["chars_per_s_cached"], r["chars_per_s_uncached"], r["speedup"], r["same_ids"]]
+            for r in rows
+        ],
+    )
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
@@ -428,10 +492,22 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         print("\ntransformer: how the cost of a step grows with block size (T) and width (C)")
         print(train_table(scaling, first="shape"))
     medians = {"ratio_median": statistics.median(r["ratio"] for r in rows)} if rows else {}
-    payload = {"benchmark": "train", "machine": machine(), "command": sys.argv,
-               "settings": {"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "data": args.data,
-                            "set": args.set, "memory": "peak RSS of the process (MB), or CUDA peak allocated"},
-               "models": rows, "scaling": scaling, **medians}
+    payload = {
+        "benchmark": "train",
+        "machine": machine(),
+        "command": sys.argv,
+        "settings": {
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "data": args.data,
+            "set": args.set,
+            "memory": "peak RSS of the process (MB), or CUDA peak allocated",
+        },
+        "models": rows,
+        "scaling": scaling,
+        **medians,
+    }
     write_json(args.out, payload)
     return payload
 
@@ -445,10 +521,13 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
         log(f"{model} ...")
         rows.append(generation_row(model, args, device))
     print(generate_table(rows))
-    payload = {"benchmark": "generate", "machine": machine(), "command": sys.argv,
-               "settings": {"tokens": args.tokens, "block_size": args.block_size, "data": args.data,
-                            "set": args.set},
-               "models": rows}
+    payload = {
+        "benchmark": "generate",
+        "machine": machine(),
+        "command": sys.argv,
+        "settings": {"tokens": args.tokens, "block_size": args.block_size, "data": args.data, "set": args.set},
+        "models": rows,
+    }
     write_json(args.out, payload)
     return payload
 
@@ -459,8 +538,13 @@ def parser() -> argparse.ArgumentParser:
     common = OneLineParser(add_help=False)
     common.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     common.add_argument("--data", help="text file (or directory / glob) to train on; default: the config's corpus")
-    common.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="Hydra overrides for every run (model.* keys a model lacks are skipped for it)")
+    common.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra overrides for every run (model.* keys a model lacks are skipped for it)",
+    )
     t = sub.add_parser("train", parents=[common], help="training tokens/s: Lightning path vs plain loop")
     t.add_argument("--steps", type=int, default=50, help="timed steps per run (after the warm-up)")
     t.add_argument("--warmup", type=int, default=5, help="untimed steps first (with model.compile=true: >= 3)")
@@ -479,8 +563,11 @@ def parser() -> argparse.ArgumentParser:
 def quiet_lightning() -> None:
     """Keep the tables readable: Lightning's start-up notes and data-loader hints are not results."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    for message in (".*does not have many workers.*", ".*IterableDataset.*has `__len__` defined.*",
-                    ".*isinstance\\(treespec, LeafSpec\\).*"):
+    for message in (
+        ".*does not have many workers.*",
+        ".*IterableDataset.*has `__len__` defined.*",
+        ".*isinstance\\(treespec, LeafSpec\\).*",
+    ):
         warnings.filterwarnings("ignore", message=message)
 
 

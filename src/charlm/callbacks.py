@@ -36,8 +36,14 @@ class SampleText(L.Callback):
     Uses its own seeded generators, so sampling never shifts training randomness.
     """
 
-    def __init__(self, prompt: str = "\n", max_new_tokens: int = 300, temperature: float = 1.0,
-                 top_k: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        prompt: str = "\n",
+        max_new_tokens: int = 300,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 0,
+    ):
         self.prompt, self.max_new_tokens = prompt, max_new_tokens
         self.temperature, self.top_k, self.seed = temperature, top_k, seed
 
@@ -48,8 +54,15 @@ class SampleText(L.Callback):
             return  # a seq2seq module writes its own val samples
         # A corpus may lack some prompt characters (even the newline): sample from what it has.
         prompt = "".join(ch for ch in self.prompt if ch in pl_module.vocab.chars)
-        text = generate(pl_module.net, pl_module.vocab, prompt, self.max_new_tokens,
-                        temperature=self.temperature, top_k=self.top_k, seed=self.seed)[0]
+        text = generate(
+            pl_module.net,
+            pl_module.vocab,
+            prompt,
+            self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            seed=self.seed,
+        )[0]
         logger.experiment.add_text("sample", as_markdown_block(text), trainer.global_step)
 
 
@@ -76,8 +89,9 @@ class TokenThroughput(L.Callback):
         if self._t0 is None:
             self._t0, self._tokens = time.perf_counter(), 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self.every_n_steps <= 0:
             return
         self._tokens += batch["x"].numel() * trainer.world_size
@@ -143,8 +157,9 @@ class CheckpointOnInterrupt(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
         self._step_at_start = trainer.global_step
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self.requested and trainer.global_step != self._step_at_start:  # not inside gradient accumulation
             self._stop(trainer)
 
@@ -181,12 +196,19 @@ class RunResult(L.Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        fields: dict[str, Any] = {"num_params": sum(p.numel() for p in pl_module.parameters()),
-                                  "steps": trainer.global_step, "world_size": trainer.world_size,
-                                  "torch_threads": torch.get_num_threads()}
+        fields: dict[str, Any] = {
+            "num_params": sum(p.numel() for p in pl_module.parameters()),
+            "steps": trainer.global_step,
+            "world_size": trainer.world_size,
+            "torch_threads": torch.get_num_threads(),
+        }
         if self.val:
             best = min(self.val, key=lambda v: v[1] if math.isfinite(v[1]) else math.inf)
-            fields.update(best_val_loss=best[1], best_val_bpc=best[2],
-                          final_val_loss=self.val[-1][1], final_val_bpc=self.val[-1][2])
+            fields.update(
+                best_val_loss=best[1],
+                best_val_bpc=best[2],
+                final_val_loss=self.val[-1][1],
+                final_val_bpc=self.val[-1][2],
+            )
         Path(self.dirpath).mkdir(parents=True, exist_ok=True)
         update_result(self.dirpath, **fields)

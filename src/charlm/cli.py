@@ -91,8 +91,9 @@ class ConfigSource:
         return initialize_config_dir(config_dir=self.config_path, version_base="1.3")
 
 
-def run_app(app: Callable[[], Any], configs: ConfigSource,
-            rewrite: Callable[[list[str]], list[str]] | None = None) -> None:
+def run_app(
+    app: Callable[[], Any], configs: ConfigSource, rewrite: Callable[[list[str]], list[str]] | None = None
+) -> None:
     """Run a command (a `@hydra.main` function, or one that composes configs itself); a user mistake
     anywhere ends in one `error:` line and exit 2. `rewrite` turns the command line into what it reads."""
     user_setting = os.environ.get("HYDRA_FULL_ERROR")
@@ -129,8 +130,10 @@ def user_error(err: BaseException, configs: ConfigSource) -> str | None:
     if isinstance(err, InstantiationException) and isinstance(err.__cause__, CharLMError):
         return str(err.__cause__)
     if isinstance(err, OverrideParseException):
-        return (f"could not parse the override {err.override!r} ({first_lines(err.message, 1)}); a value with "
-                "spaces or any of , = [ ] { } ( ) ' \" : needs quotes, e.g. key='a, b'")
+        return (
+            f"could not parse the override {err.override!r} ({first_lines(err.message, 1)}); a value with "
+            "spaces or any of , = [ ] { } ( ) ' \" : needs quotes, e.g. key='a, b'"
+        )
     if isinstance(err, MissingConfigException):
         return missing_option(err, configs)
     if isinstance(err, HydraException | OmegaConfBaseException):
@@ -160,8 +163,9 @@ def missing_option(err: BaseException, configs: ConfigSource) -> str:
     options = group_options(group, configs) or re.findall(r"^\t(\S+)$", text, re.M)
     if not options:
         return f"{group}={option} is not a config option: there is no config group {group!r}"
-    return (f"{group}={option} is not an option of {group!r}; choose one of {', '.join(options)}"
-            + did_you_mean(option, options))
+    return f"{group}={option} is not an option of {group!r}; choose one of {', '.join(options)}" + did_you_mean(
+        option, options
+    )
 
 
 def unknown_key(text: str, configs: ConfigSource) -> str:
@@ -183,7 +187,7 @@ def closest_key(key: str, cfg: Any) -> str:
             return ""
         if part not in node:
             close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1, cutoff=0.6)
-            return f" (did you mean {'.'.join([*parts[:depth], close[0], *parts[depth + 1:]])}?)" if close else ""
+            return f" (did you mean {'.'.join([*parts[:depth], close[0], *parts[depth + 1 :]])}?)" if close else ""
         node = node[part]
     return ""
 

@@ -41,9 +41,18 @@ def batch_generator(seed: int, index: int, rank: int) -> torch.Generator:
 class TrainBatches(IterableDataset):
     """Yields whole batches {x, y, reset}, starting at the batch index `position()` returns."""
 
-    def __init__(self, ids: torch.Tensor, block_size: int, batch_size: int, sampling: str, seed: int,
-                 epoch_batches: int, rank: int = 0, world_size: int = 1,
-                 position: Callable[[], int] = lambda: 0):
+    def __init__(
+        self,
+        ids: torch.Tensor,
+        block_size: int,
+        batch_size: int,
+        sampling: str,
+        seed: int,
+        epoch_batches: int,
+        rank: int = 0,
+        world_size: int = 1,
+        position: Callable[[], int] = lambda: 0,
+    ):
         self.ids, self.T, self.B, self.sampling, self.seed = ids, block_size, batch_size, sampling, seed
         self.rank, self.position = rank, position
         self.offsets = torch.arange(block_size + 1)
@@ -135,8 +144,9 @@ class CharDataModule(StepDataModule):
         pin_memory: bool = True,
     ):
         super().__init__()
-        require_positive(**{"data.block_size": block_size, "data.batch_size": batch_size,
-                            "data.epoch_batches": epoch_batches})
+        require_positive(
+            **{"data.block_size": block_size, "data.batch_size": batch_size, "data.epoch_batches": epoch_batches}
+        )
         if sampling not in SAMPLING_MODES:
             raise CharLMError(f"data.sampling={sampling!r} is not valid; choose one of {', '.join(SAMPLING_MODES)}")
         if not 0.0 < val_fraction < 1.0:
@@ -160,8 +170,10 @@ class CharDataModule(StepDataModule):
     def _check_sizes(self) -> None:
         where = self.path or self.url
         if len(self.val_ids) < 2:
-            raise CharLMError(f"corpus {where} is too short: its val split has {len(self.val_ids)} characters, "
-                              "at least 2 are needed for one validation window")
+            raise CharLMError(
+                f"corpus {where} is too short: its val split has {len(self.val_ids)} characters, "
+                "at least 2 are needed for one validation window"
+            )
         self._check_train_size()
 
     def _check_train_size(self) -> None:
@@ -184,8 +196,17 @@ class CharDataModule(StepDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self._check_train_size()
-        batches = TrainBatches(self.train_ids, self.block_size, self.batch_size, self.sampling, self.seed,
-                               self.epoch_batches, self.rank, self.world_size, self.batches_done)
+        batches = TrainBatches(
+            self.train_ids,
+            self.block_size,
+            self.batch_size,
+            self.sampling,
+            self.seed,
+            self.epoch_batches,
+            self.rank,
+            self.world_size,
+            self.batches_done,
+        )
         return self.loader(batches, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:

@@ -40,16 +40,25 @@ BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 def starts_ranks_by_rerunning(trainer: L.Trainer) -> bool:
     """Whether `fit` will start more processes by re-running the script (strategy=ddp, devices > 1)."""
     launcher = trainer.strategy.launcher
-    return (isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1
-            and not launcher.cluster_environment.creates_processes_externally)
+    return (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and launcher.num_processes > 1
+        and not launcher.cluster_environment.creates_processes_externally
+    )
 
 
 def job_command_line(argv: list[str], hydra: DictConfig) -> list[str]:
     """This job as a single run: the script, its config options and the job's own overrides (no -m)."""
     args = get_args_parser().parse_args(argv[1:])
-    options = [(flag, value) for flag, value in (("--config-path", args.config_path),
-                                                 ("--config-name", args.config_name),
-                                                 ("--config-dir", args.config_dir)) if value]
+    options = [
+        (flag, value)
+        for flag, value in (
+            ("--config-path", args.config_path),
+            ("--config-name", args.config_name),
+            ("--config-dir", args.config_dir),
+        )
+        if value
+    ]
     return [argv[0], *(item for option in options for item in option), *hydra.overrides.task]
 
 
@@ -74,9 +83,11 @@ def ddp_fit(trainer: L.Trainer) -> Iterator[None]:
     hydra = HydraConfig.get()
     launcher = str(hydra.launcher._target_)
     if launcher != BASIC_LAUNCHER:
-        raise CharLMError(f"trainer.strategy=ddp starts its ranks by re-running the command line, which a job of "
-                          f"{launcher.rsplit('.', 1)[-1]} cannot do: sweep DDP jobs with the default launcher, or "
-                          f"on SLURM with hydra/launcher=slurm and tasks_per_node={trainer.num_devices}")
+        raise CharLMError(
+            f"trainer.strategy=ddp starts its ranks by re-running the command line, which a job of "
+            f"{launcher.rsplit('.', 1)[-1]} cannot do: sweep DDP jobs with the default launcher, or "
+            f"on SLURM with hydra/launcher=slurm and tasks_per_node={trainer.num_devices}"
+        )
     argv, env = sys.argv, {key: os.environ.get(key) for key in LAUNCH_ENV}
     run_dir = OmegaConf.to_container(hydra.run)["dir"]  # unresolved, to put back as it was
     sys.argv = job_command_line(argv, hydra)

@@ -110,8 +110,9 @@ def run(cfg: DictConfig) -> list[str]:
     model = load_model(cfg.ckpt_path, cfg.get("which", "best"), device)
     if model.module.task == "seq2seq":
         if cfg.get("prompt_file") is not None:
-            raise CharLMError("prompt_file= continues text with a language model; a seq2seq checkpoint takes "
-                              "input= or input_file=")
+            raise CharLMError(
+                "prompt_file= continues text with a language model; a seq2seq checkpoint takes input= or input_file="
+            )
         return seq2seq_generate.run(cfg, model.net, model.vocab)
     if cfg.get("input") is not None or cfg.get("input_file"):
         raise CharLMError("input= and input_file= are for seq2seq checkpoints; a language model continues prompt=")
@@ -123,9 +124,21 @@ def run(cfg: DictConfig) -> list[str]:
         if k:
             print("\n" + "-" * 40, flush=True)
         print(prompt, end="", flush=True)
-        out = generate(model.net, model.vocab, prompt, int(cfg.max_new_tokens), 1, opts.temperature,
-                       opts.top_k, opts.top_p, opts.greedy, int(cfg.seed) + k, bool(cfg.use_cache), device,
-                       on_text=lambda ch: print(ch, end="", flush=True))
+        out = generate(
+            model.net,
+            model.vocab,
+            prompt,
+            int(cfg.max_new_tokens),
+            1,
+            opts.temperature,
+            opts.top_k,
+            opts.top_p,
+            opts.greedy,
+            int(cfg.seed) + k,
+            bool(cfg.use_cache),
+            device,
+            on_text=lambda ch: print(ch, end="", flush=True),
+        )
         texts.extend(out)
     print(flush=True)
     return texts

@@ -28,10 +28,14 @@ log = logging.getLogger(__name__)
 
 # Classes a checkpoint may name as its model: loading never instantiates anything else.
 ALLOWED_MODELS = {
-    "charlm.models.BigramLM", "charlm.models.bigram.BigramLM",
-    "charlm.models.RecurrentLM", "charlm.models.recurrent.RecurrentLM",
-    "charlm.models.TransformerLM", "charlm.models.transformer.TransformerLM",
-    "charlm.models.Seq2Seq", "charlm.models.seq2seq.Seq2Seq",
+    "charlm.models.BigramLM",
+    "charlm.models.bigram.BigramLM",
+    "charlm.models.RecurrentLM",
+    "charlm.models.recurrent.RecurrentLM",
+    "charlm.models.TransformerLM",
+    "charlm.models.transformer.TransformerLM",
+    "charlm.models.Seq2Seq",
+    "charlm.models.seq2seq.Seq2Seq",
 }
 DIVERGENCE_CHECK_STEPS = 50  # how often the loss is checked when the step logs nothing
 # Models that train in their own LightningModule (a subclass of CharLM), imported on demand.
@@ -84,8 +88,12 @@ def optimizer_and_schedule(net: CharNet, optimizer: dict, scheduler: dict | None
     bound = instantiate(optimizer, _partial_=True)(groups)
     sched = scheduler or {}
     total = sched.get("total_steps") or max_steps
-    factor = WarmupCosine(sched.get("warmup_steps", 0), total if total and total > 0 else 0,
-                          sched.get("min_lr_ratio", 0.1), sched.get("decay", "cosine") == "cosine")
+    factor = WarmupCosine(
+        sched.get("warmup_steps", 0),
+        total if total and total > 0 else 0,
+        sched.get("min_lr_ratio", 0.1),
+        sched.get("decay", "cosine") == "cosine",
+    )
     return bound, torch.optim.lr_scheduler.LambdaLR(bound, factor)
 
 
@@ -94,8 +102,12 @@ def is_last_step(trainer: L.Trainer) -> bool:
     if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
         return True
     epochs = trainer.max_epochs
-    return (epochs is not None and epochs > 0 and trainer.current_epoch + 1 >= epochs
-            and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+    return (
+        epochs is not None
+        and epochs > 0
+        and trainer.current_epoch + 1 >= epochs
+        and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+    )
 
 
 def next_char_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -145,8 +157,9 @@ class CharLM(L.LightningModule):
         self.log_train(loss, x.numel())
         return loss
 
-    def log_train(self, loss: torch.Tensor, batch_size: int | torch.Tensor,
-                  extra: dict[str, float] | None = None) -> None:
+    def log_train(
+        self, loss: torch.Tensor, batch_size: int | torch.Tensor, extra: dict[str, float] | None = None
+    ) -> None:
         """Keep this step's train loss; `on_train_batch_end` writes it on the steps that log.
 
         Writing costs Lightning ~0.25 ms of bookkeeping and the finiteness check is a host sync on a
@@ -172,8 +185,10 @@ class CharLM(L.LightningModule):
 
     def check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
-            raise CharLMError(f"training diverged: loss is {loss.item()} at step {self.global_step}; "
-                              "stopped without saving (try a lower optimizer.lr)")
+            raise CharLMError(
+                f"training diverged: loss is {loss.item()} at step {self.global_step}; "
+                "stopped without saving (try a lower optimizer.lr)"
+            )
 
     def write_train(self) -> None:
         """train/loss and lr (and a subclass's extras) at the step just trained, to the bar and the loggers."""
@@ -189,8 +204,9 @@ class CharLM(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch  # (B, T); padding in y is IGNORE
         logits, _ = self.net(x, None)
-        loss_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
-                                   ignore_index=IGNORE, reduction="sum")
+        loss_sum = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
         count = (y != IGNORE).sum()
         self.val_loss.update(loss_sum / count, weight=count)
 
@@ -212,8 +228,9 @@ class CharLM(L.LightningModule):
                 logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=self.global_step)
 
     def configure_optimizers(self):
-        optimizer, scheduler = optimizer_and_schedule(self.net, dict(self.hparams.optimizer),
-                                                      self.hparams.scheduler, self.trainer.max_steps)
+        optimizer, scheduler = optimizer_and_schedule(
+            self.net, dict(self.hparams.optimizer), self.hparams.scheduler, self.trainer.max_steps
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -235,13 +252,17 @@ class CharLM(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         bad = [name for name, p in self.net.named_parameters() if not torch.isfinite(p).all()]
         if bad:
-            raise CharLMError(f"training diverged: non-finite weights in {bad[0]} at step {self.global_step}; "
-                              "the last good checkpoint was kept (try a lower optimizer.lr)")
+            raise CharLMError(
+                f"training diverged: non-finite weights in {bad[0]} at step {self.global_step}; "
+                "the last good checkpoint was kept (try a lower optimizer.lr)"
+            )
         # Where training stands beyond weights and optimiser: the carried hidden state and the
         # random number generators that draw dropout masks. Both are needed for an exact resume.
         checkpoint["train_state"] = self.train_state
-        checkpoint["rng"] = {"torch": torch.get_rng_state(),
-                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.train_state = checkpoint.get("train_state")

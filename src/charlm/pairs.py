@@ -85,8 +85,9 @@ def read_utf8(path: Path) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise CharLMError(f"{path} line {line} is not valid UTF-8: bad byte {raw[err.start]:#04x} "
-                          f"at byte offset {err.start}") from None
+        raise CharLMError(
+            f"{path} line {line} is not valid UTF-8: bad byte {raw[err.start]:#04x} at byte offset {err.start}"
+        ) from None
 
 
 def parse_separated(text: str, path: Path, separator: str) -> list[Pair]:
@@ -96,8 +97,9 @@ def parse_separated(text: str, path: Path, separator: str) -> list[Pair]:
         if not line:
             continue
         if separator not in line:
-            raise CharLMError(f"{path} line {number} has no separator {separator!r} "
-                              f"(expected source{separator}target): {line[:60]!r}")
+            raise CharLMError(
+                f"{path} line {number} has no separator {separator!r} (expected source{separator}target): {line[:60]!r}"
+            )
         source, target = line.split(separator, 1)
         pairs.append((source, target))
     return pairs
@@ -112,8 +114,9 @@ def parse_csv(text: str, path: Path) -> list[Pair]:
             if reader.line_num == 1 or not row:
                 continue
             if len(row) < 2:
-                raise CharLMError(f"{path} line {reader.line_num} has {len(row)} column; "
-                                  "expected source,target columns")
+                raise CharLMError(
+                    f"{path} line {reader.line_num} has {len(row)} column; expected source,target columns"
+                )
             pairs.append((row[0], row[1]))
     except csv.Error as err:
         raise CharLMError(f"{path} line {reader.line_num} is not valid CSV: {err}") from None
@@ -182,8 +185,15 @@ def collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.T
 class PairBatches(IterableDataset):
     """Padded training batches; each epoch a fresh seeded permutation, sharded by rank."""
 
-    def __init__(self, items: list, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 position: Callable[[], int] = lambda: 0):
+    def __init__(
+        self,
+        items: list,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        position: Callable[[], int] = lambda: 0,
+    ):
         self.items, self.B, self.seed, self.rank, self.world_size = items, batch_size, seed, rank, world_size
         self.position = position
         self.epoch_len = max(1, len(items) // (batch_size * world_size))
@@ -250,8 +260,10 @@ class PairsDataModule(StepDataModule):
         cut = int(len(pairs) * (1 - self.val_fraction))
         where = self.path or "the demo task"
         if cut < 1 or cut == len(pairs):
-            raise CharLMError(f"{where} has {len(pairs)} pairs: too few to split into train and val "
-                              f"with data.val_fraction={self.val_fraction} (give more pairs or data.val_path)")
+            raise CharLMError(
+                f"{where} has {len(pairs)} pairs: too few to split into train and val "
+                f"with data.val_fraction={self.val_fraction} (give more pairs or data.val_path)"
+            )
         return pairs[:cut], pairs[cut:]
 
     def setup(self, stage: str | None = None) -> None:
@@ -265,13 +277,18 @@ class PairsDataModule(StepDataModule):
     def train_dataloader(self) -> DataLoader:
         pairs, world = len(self.train_items), self.world_size
         if world > 1 and pairs < self.batch_size * world:  # a rank would get a short or empty batch
-            lower = (f"lower data.batch_size to at most {pairs // world} or trainer.devices" if pairs >= world
-                     else "lower trainer.devices")
+            lower = (
+                f"lower data.batch_size to at most {pairs // world} or trainer.devices"
+                if pairs >= world
+                else "lower trainer.devices"
+            )
             raise CharLMError(
                 f"{self.path or 'the demo task'} has {pairs} training pairs, fewer than data.batch_size="
-                f"{self.batch_size} x world size {world} = {self.batch_size * world}: {lower}, or give more pairs")
-        batches = PairBatches(self.train_items, self.batch_size, self.seed, self.rank, self.world_size,
-                              self.batches_done)
+                f"{self.batch_size} x world size {world} = {self.batch_size * world}: {lower}, or give more pairs"
+            )
+        batches = PairBatches(
+            self.train_items, self.batch_size, self.seed, self.rank, self.world_size, self.batches_done
+        )
         return self.loader(batches, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:

@@ -21,11 +21,13 @@ def expand_resume(argv: list[str]) -> list[str]:
     found = [i for i, a in enumerate(argv) if i > 0 and a.startswith(RESUME_KEY)]
     if not found:
         return argv
-    run_dir = Path(argv[found[-1]][len(RESUME_KEY):]).expanduser()
+    run_dir = Path(argv[found[-1]][len(RESUME_KEY) :]).expanduser()
     original = [o for o in saved_overrides(run_dir) if not o.startswith(("hydra.run.dir=", "ckpt_path="))]
     if not any((run_dir / "checkpoints").glob("*.ckpt")):
-        raise CharLMError(f"resume={run_dir} holds no checkpoint to resume from (its checkpoints/ folder has no "
-                          ".ckpt file): the run stopped before its first checkpoint; start it again instead")
+        raise CharLMError(
+            f"resume={run_dir} holds no checkpoint to resume from (its checkpoints/ folder has no "
+            ".ckpt file): the run stopped before its first checkpoint; start it again instead"
+        )
     from charlm.cli import quote_override
 
     expanded = [*original, quote_override("hydra.run.dir", str(run_dir)), "ckpt_path=last"]

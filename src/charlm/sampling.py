@@ -37,8 +37,9 @@ class SamplingOptions:
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise CharLMError(f"temperature={self.temperature} must be > 0 (use greedy=true for argmax decoding)")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
-                                       or self.top_k < 1):
+        if self.top_k is not None and (
+            isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1
+        ):
             raise CharLMError(f"top_k={self.top_k} must be an integer >= 1 (or null for no limit)")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise CharLMError(f"top_p={self.top_p} must be in (0, 1] (or null for no limit)")

@@ -19,10 +19,17 @@ from charlm.sampling import SamplingOptions, eval_mode, pick_next
 GREEDY = SamplingOptions(greedy=True)
 DECODE_BATCH = 64  # sources decoded together by `translate`
 
+
 @torch.no_grad()
-def decode_ids(net: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_new_tokens: int,
-               opts: SamplingOptions = GREEDY, seed: int = 0,
-               generators: list[torch.Generator] | None = None) -> list[list[int]]:
+def decode_ids(
+    net: Seq2Seq,
+    src: torch.Tensor,
+    src_len: torch.Tensor,
+    max_new_tokens: int,
+    opts: SamplingOptions = GREEDY,
+    seed: int = 0,
+    generators: list[torch.Generator] | None = None,
+) -> list[list[int]]:
     """Free-running decoding of a (B, S) batch: each row's ids up to (not including) its <eos>.
 
     Row b samples with a generator seeded `seed + b` unless `generators` are given.
@@ -106,9 +113,16 @@ def encode_sources(vocab: PairVocab, sources: list[str], where: list[str] | None
     return out
 
 
-def translate(net: Seq2Seq, vocab: PairVocab, sources: list[str], max_new_tokens: int = 500,
-              opts: SamplingOptions = GREEDY, seed: int = 0, beam_size: int | None = None,
-              where: list[str] | None = None) -> list[str]:
+def translate(
+    net: Seq2Seq,
+    vocab: PairVocab,
+    sources: list[str],
+    max_new_tokens: int = 500,
+    opts: SamplingOptions = GREEDY,
+    seed: int = 0,
+    beam_size: int | None = None,
+    where: list[str] | None = None,
+) -> list[str]:
     """Target text for each source: beam search when `beam_size` is set, else greedy or sampled per `opts`.
 
     Every source samples with its own generator seeded `seed`, so its output does not depend
@@ -139,15 +153,16 @@ def read_inputs(input_text: str | None, input_file: str | None) -> tuple[list[st
         lines = read_utf8(path).splitlines()
         return lines, [f"{path} line {n}" for n in range(1, len(lines) + 1)]
     if input_text is None:
-        raise CharLMError("a seq2seq checkpoint decodes a source: pass input=\"TEXT\" or input_file=FILE")
+        raise CharLMError('a seq2seq checkpoint decodes a source: pass input="TEXT" or input_file=FILE')
     return [str(input_text)], None
 
 
 def run(cfg: DictConfig, net: Seq2Seq, vocab: PairVocab) -> list[str]:
     """The `generate.py` command for seq2seq checkpoints: print each source's output, one per line."""
     if cfg.get("prompt"):
-        raise CharLMError("prompt= continues text with a language model; a seq2seq checkpoint takes input= "
-                          "or input_file=")
+        raise CharLMError(
+            "prompt= continues text with a language model; a seq2seq checkpoint takes input= or input_file="
+        )
     sources, where = read_inputs(cfg.get("input"), cfg.get("input_file"))
     opts = SamplingOptions(cfg.temperature, cfg.top_k, cfg.top_p, bool(cfg.greedy))
     beam = cfg.get("beam_size")

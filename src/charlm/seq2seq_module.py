@@ -24,8 +24,9 @@ SAMPLES_SHOWN = 4  # val pairs written to TensorBoard after each validation
 
 def target_sum_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross entropy over real target characters of (B, T, V) logits, and their count."""
-    loss_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
-                               ignore_index=IGNORE, reduction="sum")
+    loss_sum = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
     return loss_sum, (y != IGNORE).sum()
 
 

@@ -45,8 +45,21 @@ RESULT_FILE = "result.json"
 PATH_VALUE = re.compile(r"[/\\]")  # a value with a slash names a file: only its last part goes into a dir name
 MAX_DIRNAME_BYTES = 200  # file systems refuse names over 255 bytes; a long override list is cut and hashed
 _current_sweep: dict[str, Path] = {}  # the sweep this process runs, for `failed_sweep_message`
-SUMMARY_COLUMNS = ("job", "dir", "overrides", "num_params", "steps", "best_val_loss", "best_val_bpc",
-                   "final_val_loss", "final_val_bpc", "tokens_per_sec", "wall_time_s", "status", "error")
+SUMMARY_COLUMNS = (
+    "job",
+    "dir",
+    "overrides",
+    "num_params",
+    "steps",
+    "best_val_loss",
+    "best_val_bpc",
+    "final_val_loss",
+    "final_val_bpc",
+    "tokens_per_sec",
+    "wall_time_s",
+    "status",
+    "error",
+)
 
 
 def is_rank_zero() -> bool:
@@ -114,8 +127,10 @@ class SweepCallback(Callback):
             return
         failed = [row for row in rows if row["status"] != "ok"]
         if failed:
-            log.warning(f"{len(failed)} of {len(rows)} jobs failed: " + "; ".join(
-                f"#{row['job']} {row['error']}" for row in failed))
+            log.warning(
+                f"{len(failed)} of {len(rows)} jobs failed: "
+                + "; ".join(f"#{row['job']} {row['error']}" for row in failed)
+            )
 
 
 def failed_sweep_message() -> str | None:
@@ -129,8 +144,10 @@ def failed_sweep_message() -> str | None:
     first = min(results, key=lambda r: r.get("job") if isinstance(r.get("job"), int) else math.inf)
     what = "failed" if first["status"] == "failed" else "ended without a val/loss"
     reason = first.get("error") or "it never validated (is trainer.limit_val_batches=0?)"
-    return (f"all {len(results)} jobs of the sweep in {sweep_dir} {what}; the first "
-            f"(#{first.get('job')} {' '.join(first.get('overrides') or [])}): {reason}")
+    return (
+        f"all {len(results)} jobs of the sweep in {sweep_dir} {what}; the first "
+        f"(#{first.get('job')} {' '.join(first.get('overrides') or [])}): {reason}"
+    )
 
 
 def job_dirname(overrides: list[str], exclude: list[str]) -> str:
@@ -155,9 +172,9 @@ def job_dirname(overrides: list[str], exclude: list[str]) -> str:
     return name.encode()[: MAX_DIRNAME_BYTES - 11].decode(errors="ignore") + "~" + digest
 
 
-OmegaConf.register_new_resolver("charlm.job_dir", lambda overrides, exclude: job_dirname(list(overrides),
-                                                                                        list(exclude)),
-                                replace=True)
+OmegaConf.register_new_resolver(
+    "charlm.job_dir", lambda overrides, exclude: job_dirname(list(overrides), list(exclude)), replace=True
+)
 
 
 def log_failure(config: DictConfig, job_return: JobReturn, error: BaseException) -> None:
@@ -170,11 +187,15 @@ def log_failure(config: DictConfig, job_return: JobReturn, error: BaseException)
 def record_job(config: DictConfig, job_return: JobReturn, error: BaseException | None, wall_time: float) -> None:
     """Add status, error and wall time to the job's result.json."""
     job_num = OmegaConf.select(config, "hydra.job.num", default=None)
-    update_result(config.hydra.runtime.output_dir, job=job_num, overrides=list(job_return.overrides or []),
-                  status="failed" if error is not None else "ok",
-                  error=one_line_error(error) if error is not None else "",
-                  wall_time_s=round(wall_time, 2),
-                  return_value=job_return._return_value if error is None else None)
+    update_result(
+        config.hydra.runtime.output_dir,
+        job=job_num,
+        overrides=list(job_return.overrides or []),
+        status="failed" if error is not None else "ok",
+        error=one_line_error(error) if error is not None else "",
+        wall_time_s=round(wall_time, 2),
+        return_value=job_return._return_value if error is None else None,
+    )
 
 
 # ---- the summary -------------------------------------------------------------------------------
@@ -194,8 +215,11 @@ def read_scalars(job_dir: Path) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(job_dir), size_guidance={"scalars": 0})
     events.Reload()
     tags = events.Tags().get("scalars", [])
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
-            for tag in ("val/loss", "val/bpc", "train/tokens_per_sec") if tag in tags}
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)]
+        for tag in ("val/loss", "val/bpc", "train/tokens_per_sec")
+        if tag in tags
+    }
 
 
 def job_number(job_dir: Path) -> int | None:
@@ -249,19 +273,46 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def markdown_table(sweep_dir: Path, rows: list[dict[str, Any]], labels: list[str]) -> str:
-    header = ["#", "job", "params", "best val/loss", "best val/bpc", "final val/loss", "final val/bpc",
-              "tokens/s", "wall time (s)", "status"]
-    lines = [f"# Sweep {sweep_dir}", "",
-             f"{len(rows)} jobs, {sum(r['status'] == 'ok' for r in rows)} ok. val/loss in nats per character.", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    header = [
+        "#",
+        "job",
+        "params",
+        "best val/loss",
+        "best val/bpc",
+        "final val/loss",
+        "final val/bpc",
+        "tokens/s",
+        "wall time (s)",
+        "status",
+    ]
+    lines = [
+        f"# Sweep {sweep_dir}",
+        "",
+        f"{len(rows)} jobs, {sum(r['status'] == 'ok' for r in rows)} ok. val/loss in nats per character.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     for row, label in zip(rows, labels, strict=True):
         status = "ok" if row["status"] == "ok" else f"failed: {row['error']}"
-        cells = [fmt(row["job"]), f"`{label}`", fmt(row["num_params"]), fmt(row["best_val_loss"]),
-                 fmt(row["best_val_bpc"]), fmt(row["final_val_loss"]), fmt(row["final_val_bpc"]),
-                 fmt(row["tokens_per_sec"]), fmt(row["wall_time_s"], 1), status]
+        cells = [
+            fmt(row["job"]),
+            f"`{label}`",
+            fmt(row["num_params"]),
+            fmt(row["best_val_loss"]),
+            fmt(row["best_val_bpc"]),
+            fmt(row["final_val_loss"]),
+            fmt(row["final_val_bpc"]),
+            fmt(row["tokens_per_sec"]),
+            fmt(row["wall_time_s"], 1),
+            status,
+        ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    done = [(r["best_val_loss"], label) for r, label in zip(rows, labels, strict=True)
-            if r["status"] == "ok" and isinstance(r["best_val_loss"], float) and math.isfinite(r["best_val_loss"])]
+    done = [
+        (r["best_val_loss"], label)
+        for r, label in zip(rows, labels, strict=True)
+        if r["status"] == "ok" and isinstance(r["best_val_loss"], float) and math.isfinite(r["best_val_loss"])
+    ]
     if done:
         loss, label = min(done)
         lines += ["", f"Best: `{label}` with val/loss {loss:.4f}."]

@@ -136,15 +136,19 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.vocab.chars)
     if datamodule.task != module.task:
-        raise CharLMError(f"model {cfg.model._target_} trains on {module.task} data but the data config gives "
-                          f"{datamodule.task} data (seq2seq models take data=pairs)")
+        raise CharLMError(
+            f"model {cfg.model._target_} trains on {module.task} data but the data config gives "
+            f"{datamodule.task} data (seq2seq models take data=pairs)"
+        )
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None:
         check_resumable(ckpt_path, module)
 
     trainer = build_trainer(cfg)
-    rank_zero_info(f"model: {cfg.model._target_.rsplit('.', 1)[-1]} with {module.num_params:,} parameters; "
-                   f"vocabulary of {len(datamodule.vocab)} characters; run directory {output_dir}")
+    rank_zero_info(
+        f"model: {cfg.model._target_.rsplit('.', 1)[-1]} with {module.num_params:,} parameters; "
+        f"vocabulary of {len(datamodule.vocab)} characters; run directory {output_dir}"
+    )
     with ddp_fit(trainer):  # in a multirun, DDP's extra ranks re-run this job, not the sweep
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if getattr(trainer, "interrupted", False):
@@ -168,11 +172,14 @@ def check_resumable(ckpt_path: str, module: CharLM) -> None:
     """Refuse a checkpoint whose model or vocabulary differs from the config's, before training."""
     hp = load_checkpoint(ckpt_path)["hyper_parameters"]
     if hp.get("vocab") != module.hparams.vocab:
-        raise CharLMError(f"checkpoint {ckpt_path} was trained on a different vocabulary than data.path gives; "
-                          "resume with the run's original data")
+        raise CharLMError(
+            f"checkpoint {ckpt_path} was trained on a different vocabulary than data.path gives; "
+            "resume with the run's original data"
+        )
     saved, wanted = hp.get("model") or {}, module.hparams.model
     if saved != wanted:
         diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        raise CharLMError(f"checkpoint {ckpt_path} holds a different model (differs in: {', '.join(diff)}); "
-                          "resume with the run's original model settings")
-
+        raise CharLMError(
+            f"checkpoint {ckpt_path} holds a different model (differs in: {', '.join(diff)}); "
+            "resume with the run's original model settings"
+        )

@@ -45,9 +45,7 @@ class Vocab:
         unknown = self._codepoints[ids] != codepoints
         if unknown.any():
             missing = "".join(sorted({chr(c) for c in codepoints[unknown]}))
-            raise CharLMError(
-                f"characters not in the vocabulary: {missing!r}; the vocabulary is {self.chars!r}"
-            )
+            raise CharLMError(f"characters not in the vocabulary: {missing!r}; the vocabulary is {self.chars!r}")
         return torch.from_numpy(ids.astype(np.int64))
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:

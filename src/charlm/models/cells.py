@@ -45,8 +45,12 @@ class ScratchRecurrent(nn.Module):
         bound = 1 / math.sqrt(hidden_size)  # torch's initialisation for its recurrent modules
         for layer in range(num_layers):
             fan_in = input_size if layer == 0 else hidden_size
-            for name, shape in (("weight_ih", (rows, fan_in)), ("weight_hh", (rows, hidden_size)),
-                                ("bias_ih", (rows,)), ("bias_hh", (rows,))):
+            for name, shape in (
+                ("weight_ih", (rows, fan_in)),
+                ("weight_hh", (rows, hidden_size)),
+                ("bias_ih", (rows,)),
+                ("bias_hh", (rows,)),
+            ):
                 self.register_parameter(f"{name}_l{layer}", nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
 
     def _weights(self, layer: int) -> list[torch.Tensor]:

@@ -83,8 +83,9 @@ class Seq2Seq(nn.Module):
         super().__init__()
         _choice("model.cell", cell, TORCH_MODULES)
         _choice("model.attention", attention, ATTENTION)
-        require_positive(vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers,
-                         embedding_dim=embedding_dim)
+        require_positive(
+            vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers, embedding_dim=embedding_dim
+        )
         require_dropout(dropout)
         check_teacher_forcing(teacher_forcing_ratio, teacher_forcing_final, teacher_forcing_steps)
         if not isinstance(bidirectional, bool):
@@ -95,13 +96,15 @@ class Seq2Seq(nn.Module):
         layer_dropout = dropout if num_layers > 1 else 0.0
         rnn = TORCH_MODULES[cell]
         self.embed = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD)
-        self.encoder = rnn(embedding_dim, hidden_size, num_layers, batch_first=True, dropout=layer_dropout,
-                           bidirectional=bidirectional)
+        self.encoder = rnn(
+            embedding_dim, hidden_size, num_layers, batch_first=True, dropout=layer_dropout, bidirectional=bidirectional
+        )
         self.decoder = rnn(embedding_dim, hidden_size, num_layers, batch_first=True, dropout=layer_dropout)
         enc_size = hidden_size * (2 if bidirectional else 1)
         n_states = 2 if cell == "lstm" else 1
-        self.bridge = nn.ModuleList(nn.Linear(enc_size, hidden_size) for _ in range(n_states)) if bidirectional \
-            else None
+        self.bridge = (
+            nn.ModuleList(nn.Linear(enc_size, hidden_size) for _ in range(n_states)) if bidirectional else None
+        )
         if attention == "dot":
             self.key = nn.Linear(enc_size, hidden_size, bias=False) if bidirectional else nn.Identity()
         elif attention == "additive":
@@ -164,8 +167,9 @@ class Seq2Seq(nn.Module):
         context = scores.softmax(dim=-1) @ memory.values  # (B, T, D)
         return torch.tanh(self.combine(torch.cat([out, context], dim=-1)))  # (B, T, H)
 
-    def forward(self, src: torch.Tensor, src_len: torch.Tensor, dec_in: torch.Tensor,
-                teacher_forcing: float = 1.0) -> torch.Tensor:
+    def forward(
+        self, src: torch.Tensor, src_len: torch.Tensor, dec_in: torch.Tensor, teacher_forcing: float = 1.0
+    ) -> torch.Tensor:
         """Training logits (B, T, V) for the targets that follow `dec_in` (<bos> + target).
 
         With teacher_forcing < 1, each row at each step is fed its own previous prediction

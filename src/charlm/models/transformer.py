@@ -116,9 +116,7 @@ class TransformerLM(CharNet):
         B, T = ids.shape
         past_len = 0 if state is None else state[0][0].size(2)
         if past_len + T > self.max_context:
-            raise CharLMError(
-                f"sequence of {past_len + T} characters is longer than block_size={self.max_context}"
-            )
+            raise CharLMError(f"sequence of {past_len + T} characters is longer than block_size={self.max_context}")
         pos = torch.arange(past_len, past_len + T, device=ids.device)
         x = self.drop(self.tok_emb(ids) + self.pos_emb(pos))  # (B, T, C)
         cache: KVCache = []
