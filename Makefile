@@ -12,14 +12,15 @@ setup:  ## install charlm with every extra (install torch first for a CPU-only b
 train: setup  ## set up, then train the default LSTM on Tiny Shakespeare
 	$(PY) scripts/train.py model=lstm trainer.devices=1
 
-test: setup  ## set up, then run the whole test suite
+test: setup  ## set up, check lint and format, then run the whole test suite
+	$(PY) -m ruff check src scripts tests && $(PY) -m ruff format --check src scripts tests
 	$(PY) -m pytest
 
 test-fast:  ## the suite without the slow real-training tests
 	$(PY) -m pytest -m "not slow"
 
-lint:  ## ruff
-	ruff check src scripts tests
+lint:  ## ruff: lint and format check
+	ruff check src scripts tests && ruff format --check src scripts tests
 
 format:  ## ruff autofix and format
 	ruff check --fix src scripts tests && ruff format src scripts tests
