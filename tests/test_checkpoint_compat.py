@@ -11,7 +11,7 @@ import pytest
 
 from charlm.generate import load_model
 from charlm.sampling import SamplingOptions, generate
-from charlm.seq2seq_generate import translate
+from charlm.seq2seq.decoding import translate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))

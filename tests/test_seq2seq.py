@@ -12,10 +12,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from charlm.data import IGNORE
 from charlm.errors import CharLMError
-from charlm.models.seq2seq import Seq2Seq
-from charlm.pairs import PairsDataModule, PairVocab, collate, demo_pairs, encode_pairs, read_pairs
-from charlm.seq2seq_generate import beam_search, decode_ids, translate
-from charlm.seq2seq_module import target_sum_loss
+from charlm.seq2seq.data import PairsDataModule, PairVocab, collate, demo_pairs, encode_pairs, read_pairs
+from charlm.seq2seq.decoding import beam_search, decode_ids, translate
+from charlm.seq2seq.model import Seq2Seq
+from charlm.seq2seq.module import target_sum_loss
 
 from conftest import run_script, train_cli
 

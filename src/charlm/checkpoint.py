@@ -4,7 +4,7 @@ Writing: every checkpoint goes to a temporary file in the same folder, is flushe
 and then renamed over the target, so a kill mid-write leaves the previous file intact.
 
 Reading: `torch.load(weights_only=True)` only, so a crafted file cannot run code; the model
-class a checkpoint names must be one of charlm's own (see `module.ALLOWED_MODELS`).
+class a checkpoint names must be one of charlm's own (registered in `charlm.models.ARCHITECTURES`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from charlm import seq2seq_generate
 from charlm.checkpoint import find_checkpoint, load_checkpoint
 from charlm.corpus import read_text
 from charlm.errors import CharLMError
@@ -113,7 +112,9 @@ def run(cfg: DictConfig) -> list[str]:
             raise CharLMError(
                 "prompt_file= continues text with a language model; a seq2seq checkpoint takes input= or input_file="
             )
-        return seq2seq_generate.run(cfg, model.net, model.vocab)
+        from charlm.seq2seq import decoding
+
+        return decoding.run(cfg, model.net, model.vocab)
     if cfg.get("input") is not None or cfg.get("input_file"):
         raise CharLMError("input= and input_file= are for seq2seq checkpoints; a language model continues prompt=")
     prompt = read_prompt(cfg)

@@ -21,42 +21,30 @@ from torchmetrics import MeanMetric
 from charlm.checkpoint import save_last_checkpoint
 from charlm.data import IGNORE
 from charlm.errors import CharLMError
+from charlm.models import ARCHITECTURES, architecture
 from charlm.models.base import CharNet, detach_state
 from charlm.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
-# Classes a checkpoint may name as its model: loading never instantiates anything else.
-ALLOWED_MODELS = {
-    "charlm.models.BigramLM",
-    "charlm.models.bigram.BigramLM",
-    "charlm.models.RecurrentLM",
-    "charlm.models.recurrent.RecurrentLM",
-    "charlm.models.TransformerLM",
-    "charlm.models.transformer.TransformerLM",
-    "charlm.models.Seq2Seq",
-    "charlm.models.seq2seq.Seq2Seq",
-}
 DIVERGENCE_CHECK_STEPS = 50  # how often the loss is checked when the step logs nothing
-# Models that train in their own LightningModule (a subclass of CharLM), imported on demand.
-MODULE_FOR_MODEL = {
-    "charlm.models.Seq2Seq": "charlm.seq2seq_module.Seq2SeqLM",
-    "charlm.models.seq2seq.Seq2Seq": "charlm.seq2seq_module.Seq2SeqLM",
-}
 
 
 def build_net(model: dict, vocab_size: int) -> CharNet:
+    """The net a model config (or a checkpoint's `model` dict) names, if it is a registered architecture."""
     target = model.get("_target_")
-    if target not in ALLOWED_MODELS:
-        raise CharLMError(f"model target {target!r} is not a charlm model; expected one of {sorted(ALLOWED_MODELS)}")
+    arch = architecture(target)
+    if arch is None:
+        known = sorted(a.net for a in ARCHITECTURES.values())
+        raise CharLMError(f"model target {target!r} is not a charlm model; expected one of {known}")
     kwargs = {k: v for k, v in model.items() if k not in ("_target_", "compile")}
-    return get_class(target)(vocab_size=vocab_size, **kwargs)
+    return get_class(arch.net)(vocab_size=vocab_size, **kwargs)
 
 
 def module_class(model: dict) -> type[CharLM]:
     """The LightningModule class that trains `model` (a model config or checkpoint's `model` dict)."""
-    target = MODULE_FOR_MODEL.get(model.get("_target_")) if isinstance(model, dict) else None
-    return get_class(target) if target else CharLM
+    arch = architecture(model.get("_target_")) if isinstance(model, dict) else None
+    return get_class(arch.module) if arch is not None else CharLM
 
 
 class WarmupCosine:

@@ -128,7 +128,6 @@ def command_line() -> str:
 def train(cfg: DictConfig) -> float | None:
     """Fit one model as `cfg` describes; returns the best `val/loss` (None without validation)."""
     log_to_hydra_handlers()
-    rank_zero_info(f"overrides: {command_line()}")
     prepare(cfg)
     output_dir = Path(cfg.paths.output_dir)
 
@@ -145,6 +144,7 @@ def train(cfg: DictConfig) -> float | None:
         check_resumable(ckpt_path, module)
 
     trainer = build_trainer(cfg)
+    rank_zero_info(f"overrides: {command_line()}")  # after the checks: a mistake's stderr is its one line
     rank_zero_info(
         f"model: {cfg.model._target_.rsplit('.', 1)[-1]} with {module.num_params:,} parameters; "
         f"vocabulary of {len(datamodule.vocab)} characters; run directory {output_dir}"

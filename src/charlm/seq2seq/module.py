@@ -16,8 +16,8 @@ from torchmetrics.text import CharErrorRate
 
 from charlm.data import IGNORE
 from charlm.module import CharLM
-from charlm.pairs import PairVocab
-from charlm.seq2seq_generate import decode_ids
+from charlm.seq2seq.data import PairVocab
+from charlm.seq2seq.decoding import decode_ids
 
 SAMPLES_SHOWN = 4  # val pairs written to TensorBoard after each validation
 
@@ -40,7 +40,7 @@ def markdown_samples(rows: list[tuple[str, str, str]]) -> str:
 
 
 class Seq2SeqLM(CharLM):
-    """Trains `models.Seq2Seq` on padded (source, target) batches from `pairs.PairsDataModule`."""
+    """Trains `Seq2Seq` on padded (source, target) batches from `PairsDataModule`."""
 
     task = "seq2seq"
     vocab_class = PairVocab

@@ -12,9 +12,9 @@ import torch
 from omegaconf import DictConfig
 
 from charlm.errors import CharLMError
-from charlm.models.seq2seq import BOS, EOS, Seq2Seq, select_state
-from charlm.pairs import PairVocab, collate, read_utf8
 from charlm.sampling import SamplingOptions, eval_mode, pick_next
+from charlm.seq2seq.data import PairVocab, collate, read_utf8
+from charlm.seq2seq.model import BOS, EOS, Seq2Seq, select_state
 
 GREEDY = SamplingOptions(greedy=True)
 DECODE_BATCH = 64  # sources decoded together by `translate`

@@ -9,7 +9,7 @@ attention (Luong-style, no input feeding) reads the decoder's output, not its in
 what allows the one-call teacher-forced path.
 
 Turning a trained net into target text (greedy, sampled, beam search) is in
-`charlm.seq2seq_generate`.
+`charlm.seq2seq.decoding`.
 """
 
 from __future__ import annotations
