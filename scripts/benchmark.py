@@ -1,4 +1,4 @@
-"""Throughput against plain PyTorch loops: python scripts/benchmark.py train (see charlm.benchmark)
+"""Throughput against plain PyTorch loops: python scripts/benchmark.py train (see charlm.tooling.benchmark)
 
 The same command as `charlm-benchmark` (charlm.app).
 """

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from charlm.benchmark import MODELS
 from charlm.config import check_config
 from charlm.models import TransformerLM
 from charlm.module import build_net
 from charlm.sampling import SamplingOptions, generate_ids
+from charlm.tooling.benchmark import MODELS
 from charlm.train import build_module
 
 from conftest import make_text, tiny_overrides, train_cli

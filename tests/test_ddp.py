@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from charlm.ddp import job_command_line
+from charlm.tooling.ddp import job_command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """\

@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from charlm.errors import CharLMError
-from charlm.sweep import SweepCallback, varying_overrides
+from charlm.tooling.sweep import SweepCallback, varying_overrides
 
 try:
     import optuna
@@ -141,7 +141,9 @@ def test_a_failed_job_is_listed_with_its_error_and_the_sweep_goes_on(workdir):
     assert "failed: hidden_size must be a positive" in table and "2 jobs, 1 ok" in table
 
     (sweep_dir / "summary.md").unlink()
-    again = subprocess.run([sys.executable, "-m", "charlm.sweep", str(sweep_dir)], capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "charlm.tooling.sweep", str(sweep_dir)], capture_output=True, text=True
+    )
     assert again.returncode == 0, again.stderr
     assert (sweep_dir / "summary.md").read_text() == table
 

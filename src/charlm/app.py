@@ -56,7 +56,7 @@ def generate_cli() -> None:
 
 def benchmark_cli() -> None:
     def job() -> None:
-        from charlm.benchmark import main
+        from charlm.tooling.benchmark import main
 
         main()
 

@@ -18,7 +18,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from charlm.checkpoint import save_last_checkpoint
 from charlm.errors import RunInterrupted
 from charlm.sampling import generate
-from charlm.sweep import update_result
+from charlm.tooling.sweep import update_result
 
 
 def tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:

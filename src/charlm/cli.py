@@ -142,7 +142,7 @@ def user_error(err: BaseException, configs: ConfigSource) -> str | None:
             return unknown_key(text, configs)
         return first_lines(text)
     if {"-m", "--multirun"} & set(sys.argv):  # a sweeper that gave up (Optuna: no trial completed)
-        from charlm.sweep import failed_sweep_message
+        from charlm.tooling.sweep import failed_sweep_message
 
         return failed_sweep_message()
     return None

@@ -4,7 +4,7 @@ Anything raised as `CharLMError` is the user's to fix (a bad path, value or chec
 the command-line entry points print its message on one line and exit with status 2
 instead of showing a traceback. Everything else is a bug and keeps its traceback.
 Inside a Hydra multirun the error is raised instead: exiting would end every job of the
-sweep, while a raised error fails only this job (charlm.sweep records it and goes on).
+sweep, while a raised error fails only this job (charlm.tooling.sweep records it and goes on).
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from charlm.callbacks import CheckpointOnInterrupt, HparamsTable
 from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, load_checkpoint, resume_checkpoint
 from charlm.config import check_config, resolve_threads
-from charlm.ddp import ddp_fit
 from charlm.errors import CharLMError
-from charlm.memory import reuse_freed_memory
 from charlm.module import CharLM, module_class
+from charlm.tooling.ddp import ddp_fit
+from charlm.tooling.memory import reuse_freed_memory
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:

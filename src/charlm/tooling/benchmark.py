@@ -8,7 +8,7 @@ identical shape (same class from `charlm.models`, same seed so the same initial 
 same batches from the same data tensor, same optimiser settings, schedule, clipping and
 precision). The plain loop is what a loop written by hand gets: torch's default optimiser
 implementation (the project's config picks the fused one) and glibc's own allocator
-behaviour (the project keeps freed memory for reuse, see `charlm.memory`). So the ratio of
+behaviour (the project keeps freed memory for reuse, see `charlm.tooling.memory`). So the ratio of
 the two rates is the framework's overhead net of what its defaults buy. Both count tokens
 over steps after the warm-up only: batch assembly + forward + backward + optimiser.
 
@@ -52,10 +52,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from charlm.cli import OneLineParser
 from charlm.errors import CharLMError
-from charlm.memory import release_free_memory
 from charlm.models.base import CharNet, detach_state
 from charlm.module import build_net, next_char_loss, optimizer_and_schedule
 from charlm.sampling import SamplingOptions, encode_prompt, generate_ids
+from charlm.tooling.memory import release_free_memory
 from charlm.train import build_module, build_trainer, instantiate, prepare
 
 MODELS = ("bigram", "rnn", "lstm", "gru", "transformer")
@@ -194,7 +194,7 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
     """`fn(*args)` in a child process forked from a server that has only imported charlm.
 
     Each run starts as a new training process would: glibc's allocator untouched by earlier
-    runs (see `charlm.memory`), no torch threads running yet, and a peak memory of its own.
+    runs (see `charlm.tooling.memory`), no torch threads running yet, and a peak memory of its own.
     """
     ctx = multiprocessing.get_context("forkserver")
     with ctx.Pool(1) as pool:
@@ -576,5 +576,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for model in args.models:  # a bad --set fails here, before any output
         run_config(model, args.data, args.set, [], "unused")
     quiet_lightning()
-    multiprocessing.set_forkserver_preload(["charlm.benchmark"])  # each run's process starts with charlm imported
+    multiprocessing.set_forkserver_preload(
+        ["charlm.tooling.benchmark"]
+    )  # each run's process starts with charlm imported
     return cmd_train(args) if args.command == "train" else cmd_generate(args)

@@ -12,7 +12,7 @@ sweeper marks a None trial failed and goes on, while a NaN makes it crash (it te
 NaN, then tells it again as a failure).
 
 `on_multirun_end` writes summary.md, summary.csv and val_loss.png into the sweep directory from
-each job's result.json and TensorBoard events. `python -m charlm.sweep SWEEP_DIR` writes them
+each job's result.json and TensorBoard events. `python -m charlm.tooling.sweep SWEEP_DIR` writes them
 again, e.g. for a sweep that was killed.
 """
 
@@ -123,7 +123,7 @@ class SweepCallback(Callback):
         try:
             rows = write_summary(sweep_dir)
         except Exception:  # the jobs are done and kept: a summary bug must not turn the sweep into a failure
-            log.exception(f"could not write the sweep summary; retry with: python -m charlm.sweep {sweep_dir}")
+            log.exception(f"could not write the sweep summary; retry with: python -m charlm.tooling.sweep {sweep_dir}")
             return
         failed = [row for row in rows if row["status"] != "ok"]
         if failed:
