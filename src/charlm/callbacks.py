@@ -17,8 +17,8 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from charlm.checkpoint import save_last_checkpoint
 from charlm.errors import RunInterrupted
+from charlm.record import update_result
 from charlm.sampling import generate
-from charlm.tooling.sweep import update_result
 
 
 def tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:

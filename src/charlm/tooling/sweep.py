@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import json
 import logging
 import math
 import os
@@ -38,10 +37,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.errors import CharLMError, RunInterrupted
+from charlm.record import RESULT_FILE, read_result, update_result
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
 PATH_VALUE = re.compile(r"[/\\]")  # a value with a slash names a file: only its last part goes into a dir name
 MAX_DIRNAME_BYTES = 200  # file systems refuse names over 255 bytes; a long override list is cut and hashed
 _current_sweep: dict[str, Path] = {}  # the sweep this process runs, for `failed_sweep_message`
@@ -65,20 +64,6 @@ SUMMARY_COLUMNS = (
 def is_rank_zero() -> bool:
     """False in the extra DDP ranks, which run the same Hydra job in the same directory."""
     return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
-
-
-def read_result(job_dir: Path) -> dict[str, Any]:
-    path = Path(job_dir) / RESULT_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def update_result(job_dir: str | Path, **fields: Any) -> None:
-    """Merge `fields` into the job's result.json; written whole, so a reader never sees half a file."""
-    path = Path(job_dir) / RESULT_FILE
-    record = {**read_result(path.parent), **fields}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    tmp.replace(path)
 
 
 def one_line_error(err: BaseException) -> str:
