@@ -1,64 +1,156 @@
 """Checks on the composed config that must pass before anything is built or written.
 
-Values that Lightning or the models would only reject deep inside a run (a string where a
-number belongs, a zero size) are refused here with the key, the value and what is valid.
-Range checks for sizes live with the classes that take them (models, data module).
+A schema says which keys each node may have and of which type:
+- the top level and `scheduler`: the dataclasses `TrainConfig` and `Scheduler` below;
+- a node with a `_target_` (data, model, trainer, optimizer, each callback and logger): the
+  parameters of the target's constructor, plus Hydra's own `_target_`-style keys. A constructor that
+  takes **kwargs, a target that does not import and a node without a target (`paths`) have no schema.
+A misspelt key is refused with the closest valid one; a number, boolean or null of the wrong type is
+refused with what is valid. Values that Lightning or the models would only reject deep inside a run
+are refused here; range checks for sizes live with the classes that take them (models, data module).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import inspect
 import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.errors import CharLMError, in_multirun
 
-# key -> (accepted types, what to tell the user). A key absent from the config is skipped.
-TYPED_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
-    "seed": ((int,), "an integer"),
-    "threads": ((int,), "an integer (0 = all cores)"),
-    "trainer.max_steps": ((int,), "an integer (-1 = no limit)"),
-    "trainer.max_epochs": ((int, type(None)), "an integer or null"),
-    "trainer.val_check_interval": ((int, float), "a number of steps (int) or a fraction of an epoch (float)"),
-    "trainer.limit_val_batches": ((int, float), "a number of batches (int) or a fraction (float)"),
-    "trainer.gradient_clip_val": ((int, float, type(None)), "a number or null"),
-    "trainer.log_every_n_steps": ((int,), "an integer"),
-    "trainer.accumulate_grad_batches": ((int,), "an integer"),
-    "data.block_size": ((int,), "a positive integer"),
-    "data.batch_size": ((int,), "a positive integer"),
-    "data.epoch_batches": ((int,), "a positive integer"),
-    "data.val_fraction": ((float,), "a fraction in (0, 1)"),
-    "model.hidden_size": ((int,), "a positive integer"),
-    "model.num_layers": ((int,), "a positive integer"),
-    "model.embedding_dim": ((int,), "a positive integer"),
-    "model.n_layer": ((int,), "a positive integer"),
-    "model.n_head": ((int,), "a positive integer"),
-    "model.n_embd": ((int,), "a positive integer"),
-    "model.dropout": ((int, float), "a number in [0, 1)"),
-    "optimizer.lr": ((int, float), "a positive number"),
-    "optimizer.weight_decay": ((int, float), "a number >= 0"),
-    "scheduler.warmup_steps": ((int,), "an integer >= 0"),
-    "scheduler.min_lr_ratio": ((int, float), "a number in [0, 1]"),
-    "callbacks.model_checkpoint.every_n_train_steps": ((int, type(None)), "a positive integer or null"),
-}
+HYDRA_KEYS = {"_target_": str, "_partial_": bool, "_recursive_": bool, "_convert_": str, "_args_": list}
+# Keys of a `_target_` node that the code takes out before calling the constructor.
+CONSUMED = {"model": {"compile": bool}}  # the LightningModule compiles the net (module.build_net)
+NOT_CHECKED = {"hydra"}  # Hydra checks its own config
+
+
+@dataclass
+class Scheduler:
+    warmup_steps: int = 50
+    decay: str = "cosine"
+    min_lr_ratio: float = 0.1
+    total_steps: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """The top level of a training config; each `Any` group is checked against its own `_target_`."""
+
+    seed: int = 1337
+    threads: int = 0
+    parallel_jobs: int | None = None
+    ckpt_path: str | None = None
+    matmul_precision: str | None = None
+    reuse_freed_memory: bool = True
+    data: Any = None
+    model: Any = None
+    trainer: Any = None
+    optimizer: Any = None
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    logger: Any = None
+    callbacks: Any = None
+    paths: Any = None
+    hydra: Any = None  # present when composed with return_hydra_config
+
+
+def dataclass_schema(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def target_schema(target: str) -> dict[str, Any] | None:
+    """The keys a `_target_` node may have and their types; None when any key may do."""
+    try:
+        cls = get_class(target)
+        params = inspect.signature(cls).parameters.values()
+    except Exception:  # noqa: BLE001 - an unimportable target is instantiate's error to report, with its cause
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - annotations that do not evaluate: keys only
+        hints = {}
+    schema = {p.name: hints.get(p.name, Any) for p in params if p.kind is not p.VAR_POSITIONAL}
+    return {**HYDRA_KEYS, **schema}
+
+
+def schema_of(path: str, node: dict, annotation: Any) -> dict[str, Any] | None:
+    if dataclasses.is_dataclass(annotation):
+        return dataclass_schema(annotation)
+    target = node.get("_target_")
+    if not isinstance(target, str):
+        return None
+    schema = target_schema(target)
+    if schema is None:
+        return None
+    if path == "optimizer":
+        schema.pop("params", None)  # bound by the LightningModule
+    return {**schema, **CONSUMED.get(path, {})}
+
+
+def scalar_types(annotation: Any) -> set[type] | None:
+    """The types a value may have when `annotation` admits only numbers, booleans and null; None otherwise.
+
+    Classes a config value can never be (Tensor, Path, timedelta) are left out of a union first.
+    """
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = typing.get_args(annotation) if union else (annotation,)
+    members = {m for m in members if not (isinstance(m, type) and m.__module__ != "builtins")}
+    return members if members and members <= {int, float, bool, type(None)} else None
+
+
+def describe(kinds: set[type]) -> str:
+    words = ["a number" if float in kinds else "an integer" if int in kinds else ""]
+    words += ["true or false" if bool in kinds else "", "null" if type(None) in kinds else ""]
+    return " or ".join(w for w in words if w)
+
+
+def has_type(value: Any, kinds: set[type]) -> bool:
+    if isinstance(value, bool) or value is None:
+        return type(value) in kinds
+    if isinstance(value, int):
+        return bool(kinds & {int, float})
+    return type(value) in kinds
+
+
+def check_node(path: str, node: dict, annotation: Any) -> None:
+    """Refuse an unknown key or a wrongly typed value in `node`, then check the nodes inside it."""
+    schema = schema_of(path, node, annotation)
+    for key, value in node.items():
+        name = f"{path}.{key}" if path else str(key)
+        if schema is not None and key not in schema:
+            close = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
+            hint = f" (did you mean {name[: -len(str(key))]}{close[0]}?)" if close else ""
+            raise CharLMError(f"unknown key {name!r}{hint}")
+        expected = schema.get(key, Any) if schema is not None else Any
+        kinds = scalar_types(expected)
+        interpolated = isinstance(value, str) and ("${" in value or value == "???")  # checked where it points
+        if kinds is not None and not interpolated and not has_type(value, kinds):
+            raise CharLMError(f"{name}={value!r} is not valid: expected {describe(kinds)}")
+        if isinstance(value, dict) and name not in NOT_CHECKED:
+            check_node(name, value, expected)
 
 
 def check_config(cfg: DictConfig) -> None:
-    for key, (types, valid) in TYPED_KEYS.items():
-        value = OmegaConf.select(cfg, key, default="<absent>")
-        if isinstance(value, str) and value == "<absent>":
-            continue
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise CharLMError(f"{key}={value!r} is not valid: expected {valid}")
+    check_node("", OmegaConf.to_container(cfg, resolve=False), TrainConfig)
     lr = OmegaConf.select(cfg, "optimizer.lr")
-    if lr is not None and lr <= 0:
+    if isinstance(lr, (int, float)) and lr <= 0:
         raise CharLMError(f"optimizer.lr={lr} is not valid: expected a positive number")
     steps = OmegaConf.select(cfg, "trainer.max_steps")
-    if steps is not None and steps == 0 or (steps is not None and steps < -1):
+    if isinstance(steps, int) and (steps == 0 or steps < -1):
         raise CharLMError(f"trainer.max_steps={steps} is not valid: expected a positive integer (or -1 for no limit)")
     every = OmegaConf.select(cfg, "callbacks.model_checkpoint.every_n_train_steps")
-    if every is not None and every < 1:
+    if isinstance(every, int) and every < 1:
         raise CharLMError(f"callbacks.model_checkpoint.every_n_train_steps={every} is not valid: expected >= 1")
 
 
