@@ -10,12 +10,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from charlm.data import IGNORE
 from charlm.errors import CharLMError
+from charlm.loss import IGNORE, summed_loss
 from charlm.seq2seq.data import PairsDataModule, PairVocab, collate, demo_pairs, encode_pairs, read_pairs
 from charlm.seq2seq.decoding import beam_search, decode_ids, translate
 from charlm.seq2seq.model import Seq2Seq
-from charlm.seq2seq.module import target_sum_loss
 
 from conftest import run_script, train_cli
 
@@ -78,8 +77,8 @@ def test_padding_does_not_change_the_loss_of_a_pair(variant):
         for b, word in enumerate(words):
             alone = reverse_batch([word], vocab)
             single = net(alone["x"], alone["x_len"], alone["dec_in"])
-            loss_alone, n_alone = target_sum_loss(single, alone["y"])
-            loss_padded, n_padded = target_sum_loss(logits[b : b + 1], together["y"][b : b + 1])
+            loss_alone, n_alone = summed_loss(single, alone["y"])
+            loss_padded, n_padded = summed_loss(logits[b : b + 1], together["y"][b : b + 1])
             assert n_alone == n_padded == len(word) + 1
             torch.testing.assert_close(loss_padded, loss_alone, rtol=1e-5, atol=1e-5)
 
@@ -91,7 +90,7 @@ def test_learns_to_reverse_short_strings_in_seconds():
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     for step in range(300):
         batch = reverse_batch(random_words(64, seed=step), vocab)
-        loss_sum, count = target_sum_loss(net(batch["x"], batch["x_len"], batch["dec_in"]), batch["y"])
+        loss_sum, count = summed_loss(net(batch["x"], batch["x_len"], batch["dec_in"]), batch["y"])
         optimizer.zero_grad()
         (loss_sum / count).backward()
         optimizer.step()

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
+from charlm.checks import require_positive
 from charlm.corpus import default_cache_dir, encoded_corpus, load_corpus
 from charlm.errors import CharLMError
-from charlm.models.base import require_positive
+from charlm.loss import IGNORE
 from charlm.vocab import Vocab
 
-IGNORE = -100  # target id that the loss skips (padding)
 SAMPLING_MODES = ("random", "stream")
 
 

@@ -14,13 +14,12 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra.utils import get_class, instantiate
 from torchmetrics import MeanMetric
 
 from charlm.checkpoint import save_last_checkpoint
-from charlm.data import IGNORE
 from charlm.errors import CharLMError
+from charlm.loss import next_char_loss, summed_loss
 from charlm.models import ARCHITECTURES, architecture
 from charlm.models.base import CharNet, detach_state
 from charlm.vocab import Vocab
@@ -96,11 +95,6 @@ def is_last_step(trainer: L.Trainer) -> bool:
         and trainer.current_epoch + 1 >= epochs
         and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
     )
-
-
-def next_char_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of (B, T, V) logits against (B, T) next characters, in float32."""
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
 
 
 class CharLM(L.LightningModule):
@@ -192,10 +186,7 @@ class CharLM(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch  # (B, T); padding in y is IGNORE
         logits, _ = self.net(x, None)
-        loss_sum = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=IGNORE, reduction="sum"
-        )
-        count = (y != IGNORE).sum()
+        loss_sum, count = summed_loss(logits, y)
         self.val_loss.update(loss_sum / count, weight=count)
 
     def on_validation_epoch_end(self) -> None:

@@ -16,8 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from charlm.errors import CharLMError
-
 
 class CharNet(nn.Module):
     """Base class: the two facts the shared code needs about an architecture.
@@ -41,15 +39,3 @@ def detach_state(state: Any) -> Any:
     if isinstance(state, (tuple, list)):
         return type(state)(detach_state(s) for s in state)
     return state
-
-
-def require_positive(**values: int | float) -> None:
-    """Refuse sizes and rates that are zero or negative, naming the offending argument."""
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise CharLMError(f"{name} must be a positive number, got {value!r}")
-
-
-def require_dropout(dropout: float) -> None:
-    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise CharLMError(f"dropout must be in [0, 1), got {dropout!r}")

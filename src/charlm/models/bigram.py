@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from charlm.models.base import CharNet, require_positive
+from charlm.checks import require_positive
+from charlm.models.base import CharNet
 
 
 class BigramLM(CharNet):

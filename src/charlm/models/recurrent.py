@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from charlm.checks import require_dropout, require_positive
 from charlm.errors import CharLMError
-from charlm.models.base import CharNet, require_dropout, require_positive
+from charlm.models.base import CharNet
 from charlm.models.cells import GATES, ScratchRecurrent
 
 TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from charlm.checks import require_dropout, require_positive
 from charlm.errors import CharLMError
-from charlm.models.base import CharNet, require_dropout, require_positive
+from charlm.models.base import CharNet
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 

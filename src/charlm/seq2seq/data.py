@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from charlm.checks import require_positive
 from charlm.corpus import load_corpus
-from charlm.data import IGNORE, StepDataModule, batch_generator
+from charlm.data import StepDataModule, batch_generator
 from charlm.errors import CharLMError
-from charlm.models.base import require_positive
+from charlm.loss import IGNORE
 from charlm.vocab import Vocab
 
 Pair = tuple[str, str]

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from charlm.checks import require_dropout, require_positive
 from charlm.errors import CharLMError
-from charlm.models.base import require_dropout, require_positive
 from charlm.models.recurrent import TORCH_MODULES, _choice
 
 ATTENTION = ("none", "dot", "additive")

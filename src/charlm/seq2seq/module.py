@@ -8,26 +8,17 @@ decodes the val sources freely (greedy) to measure what a user would get, not ju
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate
 
-from charlm.data import IGNORE
+from charlm.loss import IGNORE, summed_loss
 from charlm.module import CharLM
 from charlm.seq2seq.data import PairVocab
 from charlm.seq2seq.decoding import decode_ids
 
 SAMPLES_SHOWN = 4  # val pairs written to TensorBoard after each validation
-
-
-def target_sum_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross entropy over real target characters of (B, T, V) logits, and their count."""
-    loss_sum = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=IGNORE, reduction="sum"
-    )
-    return loss_sum, (y != IGNORE).sum()
 
 
 def markdown_samples(rows: list[tuple[str, str, str]]) -> str:
@@ -57,7 +48,7 @@ class Seq2SeqLM(CharLM):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         ratio = self.net.teacher_forcing(self.global_step)
         logits = self.net(batch["x"], batch["x_len"], batch["dec_in"], teacher_forcing=ratio)  # (B, T, V)
-        loss_sum, count = target_sum_loss(logits, batch["y"])
+        loss_sum, count = summed_loss(logits, batch["y"])
         loss = loss_sum / count
         scheduled = ratio < 1.0 or self.net.tf_final is not None
         self.log_train(loss, count, {"train/teacher_forcing": ratio} if scheduled else None)
@@ -66,7 +57,7 @@ class Seq2SeqLM(CharLM):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         y = batch["y"]  # (B, T): target + <eos>, IGNORE after the end
         logits = self.net(batch["x"], batch["x_len"], batch["dec_in"])  # (B, T, V), always teacher-forced
-        loss_sum, count = target_sum_loss(logits, y)
+        loss_sum, count = summed_loss(logits, y)
         self.val_loss.update(loss_sum / count, weight=count)
         # free-running: up to twice the longest target, so a run-on output still counts against CER
         out = decode_ids(self.net, batch["x"], batch["x_len"], 2 * y.size(1) + 8)

@@ -1,0 +1,17 @@
+"""Argument checks shared by the models and data modules: one line naming the bad value."""
+
+from __future__ import annotations
+
+from charlm.errors import CharLMError
+
+
+def require_positive(**values: int | float) -> None:
+    """Refuse sizes and rates that are zero or negative, naming the offending argument."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise CharLMError(f"{name} must be a positive number, got {value!r}")
+
+
+def require_dropout(dropout: float) -> None:
+    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise CharLMError(f"dropout must be in [0, 1), got {dropout!r}")
