@@ -13,8 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from charlm.cli import ConfigSource, flags_first, run_app, verbatim
-from charlm.errors import exit_on_user_error
+from charlm.cli import ConfigSource, exit_on_user_error, flags_first, run_app, verbatim
 
 CONFIGS = "pkg://charlm.conf"
 TEXT_KEYS = ("prompt", "prompt_file", "input", "input_file")  # free text and paths: taken verbatim

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
+import logging
 import os
 import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from charlm.errors import EXIT_USER_ERROR, CharLMError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # A run of backslashes right before `${` is read by OmegaConf as escapes; `\${` is a literal `${`.
 _INTERPOLATION = re.compile(r"(\\*)\$\{")
@@ -221,3 +225,41 @@ def composed_without(bad_key: str, configs: ConfigSource) -> Any:
         except Exception:
             continue
     return None
+
+
+# ---- inside a job
+
+
+def in_multirun() -> bool:
+    """True inside a job of a Hydra multirun (`-m`), where one job must not end the others."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def log_to_files(message: str) -> None:
+    """Write `message` to the run's log file (Hydra's file handlers) without printing it again."""
+    record = logging.LogRecord("charlm", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def exit_on_user_error(fn: F) -> F:
+    """Inside a job: a `CharLMError` ends the run as one `error:` line (also in train.log) and its exit
+    status. Inside a multirun it is raised instead: exiting would end every job of the sweep, while a
+    raised error fails only this job (charlm.tooling.sweep records it and goes on)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CharLMError as err:
+            if in_multirun():
+                raise
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            log_to_files(f"error: {err}")
+            sys.exit(err.exit_code)
+
+    return wrapper  # type: ignore[return-value]

@@ -25,7 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from charlm.errors import CharLMError, in_multirun
+from charlm.cli import in_multirun
+from charlm.errors import CharLMError
 
 HYDRA_KEYS = {"_target_": str, "_partial_": bool, "_recursive_": bool, "_convert_": str, "_args_": list}
 # Keys of a `_target_` node that the code takes out before calling the constructor.
