@@ -198,14 +198,14 @@ class CharDataModule(StepDataModule):
         self._check_train_size()
         batches = TrainBatches(
             self.train_ids,
-            self.block_size,
-            self.batch_size,
-            self.sampling,
-            self.seed,
-            self.epoch_batches,
-            self.rank,
-            self.world_size,
-            self.batches_done,
+            block_size=self.block_size,
+            batch_size=self.batch_size,
+            sampling=self.sampling,
+            seed=self.seed,
+            epoch_batches=self.epoch_batches,
+            rank=self.rank,
+            world_size=self.world_size,
+            position=self.batches_done,
         )
         return self.loader(batches, batch_size=None)
 

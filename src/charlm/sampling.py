@@ -163,7 +163,7 @@ def generate(
     if device != home:
         net.to(device)
     try:
-        out = generate_ids(net, ids, max_new_tokens, opts, seed, use_cache, on_step=stream)
+        out = generate_ids(net, ids, max_new_tokens, opts=opts, seed=seed, use_cache=use_cache, on_step=stream)
     finally:
         if device != home:
             net.to(home)

@@ -168,7 +168,9 @@ def run(cfg: DictConfig, net: Seq2Seq, vocab: PairVocab) -> list[str]:
     beam = cfg.get("beam_size")
     texts = []
     for k in range(int(cfg.num_samples)):
-        out = translate(net, vocab, sources, int(cfg.max_new_tokens), opts, int(cfg.seed) + k, beam, where)
+        out = translate(
+            net, vocab, sources, int(cfg.max_new_tokens), opts=opts, seed=int(cfg.seed) + k, beam_size=beam, where=where
+        )
         for text in out:
             print(text, flush=True)
         texts.extend(out)
