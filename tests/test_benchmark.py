@@ -22,8 +22,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.config import check_config
+from charlm.lightning_module import build_net
 from charlm.models import TransformerLM
-from charlm.module import build_net
 from charlm.sampling import SamplingOptions, generate_ids
 from charlm.tooling.benchmark import MODELS
 from charlm.train import build_module

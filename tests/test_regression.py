@@ -15,8 +15,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from charlm.data import TrainBatches
+from charlm.lightning_module import optimizer_and_schedule
 from charlm.loss import next_char_loss
-from charlm.module import optimizer_and_schedule
 from charlm.train import build_module
 from charlm.vocab import Vocab
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from charlm.checkpoint import find_checkpoint, load_checkpoint
 from charlm.corpus import read_text
 from charlm.errors import CharLMError
-from charlm.module import CharLM, module_class
+from charlm.lightning_module import CharLM, module_class
 from charlm.sampling import SamplingOptions, encode_prompt, generate
 
 

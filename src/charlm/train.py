@@ -23,7 +23,7 @@ from charlm.callbacks import CheckpointOnInterrupt, HparamsTable
 from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, load_checkpoint, resume_checkpoint
 from charlm.config import check_config, resolve_threads
 from charlm.errors import CharLMError
-from charlm.module import CharLM, module_class
+from charlm.lightning_module import CharLM, module_class
 from charlm.tooling.ddp import ddp_fit
 from charlm.tooling.memory import reuse_freed_memory
 

@@ -22,7 +22,7 @@ class Architecture:
     """What the shared code needs to know of an architecture, by class path (imported on demand)."""
 
     net: str  # the nn.Module a config's `_target_` names
-    module: str = "charlm.module.CharLM"  # the LightningModule that trains it (it declares the task)
+    module: str = "charlm.lightning_module.CharLM"  # the LightningModule that trains it (it declares the task)
     aliases: tuple[str, ...] = ()  # other class paths for the same net, in configs and older checkpoints
 
 
@@ -32,7 +32,7 @@ ARCHITECTURES = {
     "transformer": Architecture("charlm.models.transformer.TransformerLM", aliases=("charlm.models.TransformerLM",)),
     "seq2seq": Architecture(
         "charlm.seq2seq.model.Seq2Seq",
-        module="charlm.seq2seq.module.Seq2SeqLM",
+        module="charlm.seq2seq.lightning_module.Seq2SeqLM",
         aliases=("charlm.seq2seq.Seq2Seq", "charlm.models.Seq2Seq", "charlm.models.seq2seq.Seq2Seq"),
     ),
 }

@@ -52,9 +52,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from charlm.cli import OneLineParser
 from charlm.errors import CharLMError
+from charlm.lightning_module import build_net, optimizer_and_schedule
 from charlm.loss import next_char_loss
 from charlm.models.base import CharNet, detach_state
-from charlm.module import build_net, optimizer_and_schedule
 from charlm.sampling import SamplingOptions, encode_prompt, generate_ids
 from charlm.tooling.memory import release_free_memory
 from charlm.train import build_module, build_trainer, instantiate, prepare

@@ -13,8 +13,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate
 
+from charlm.lightning_module import CharLM
 from charlm.loss import IGNORE, summed_loss
-from charlm.module import CharLM
 from charlm.seq2seq.data import PairVocab
 from charlm.seq2seq.decoding import decode_ids
 
