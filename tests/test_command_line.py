@@ -418,3 +418,17 @@ def test_help_and_config_answer_without_importing_torch(flag: str) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "heavy: []"
+
+
+def test_every_package_and_config_is_in_the_distribution() -> None:
+    """A plain `pip install .` ships what the explicit package list and data patterns name: keep them whole."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {".".join(p.parent.relative_to(ROOT / "src").parts) for p in (ROOT / "src").rglob("__init__.py")}
+    assert on_disk | {"charlm.conf"} == set(setuptools["packages"])
+    patterns = setuptools["package-data"]["charlm.conf"]
+    configs = {p.relative_to(ROOT / "conf") for p in (ROOT / "conf").rglob("*.yaml")}
+    assert all(
+        any(c.match(pattern) and len(c.parts) == pattern.count("/") + 1 for pattern in patterns) for c in configs
+    )
