@@ -20,7 +20,7 @@ from charlm.loss import next_char_loss
 from charlm.train import build_module
 from charlm.vocab import Vocab
 
-from conftest import ROOT, make_text, tiny_overrides
+from conftest import MODELS, ROOT, make_text, tiny_overrides
 
 STORED = Path(__file__).parent / "fixtures" / "regression_losses.json"
 STEPS = 5
@@ -50,9 +50,6 @@ def losses_of(model: str) -> list[float]:
         schedule.step()
         losses.append(round(loss.item(), 4))
     return losses
-
-
-MODELS = ["bigram", "rnn", "lstm", "gru", "transformer"]
 
 
 @pytest.mark.parametrize("model", MODELS)
