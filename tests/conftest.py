@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -41,6 +43,13 @@ MODEL_KEYS = {
     "transformer": ["model.n_layer", "model.n_head", "model.n_embd"],
 }
 MODELS = list(MODEL_KEYS)
+
+
+def compose_train(overrides: list[str], hydra: bool = False) -> DictConfig:
+    """The training config composed from conf/ as the command would, without running anything
+    (`hydra=True` also returns the `hydra` node, for checks that resolve it)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=hydra)
 
 
 def tiny_overrides(model: str) -> list[str]:

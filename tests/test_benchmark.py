@@ -18,7 +18,6 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.config import check_config
@@ -28,9 +27,8 @@ from charlm.sampling import SamplingOptions, generate_ids
 from charlm.tooling.benchmark import MODELS
 from charlm.train import build_module
 
-from conftest import make_text, tiny_overrides, train_cli
+from conftest import ROOT, compose_train, make_text, tiny_overrides, train_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 # Applied to every model; the benchmark skips model.* keys a model's config does not have.
 TINY = [
@@ -75,9 +73,8 @@ def benchmark(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def compose_train(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[*overrides, "paths.output_dir=unused"])
+def compose_job(*overrides: str) -> DictConfig:
+    return compose_train([*overrides, "paths.output_dir=unused"])
 
 
 @pytest.mark.slow
@@ -202,7 +199,7 @@ RECIPES = {
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_config_composes_into_a_valid_run(name: str) -> None:
-    cfg = compose_train(f"experiment={name}")
+    cfg = compose_job(f"experiment={name}")
     check_config(cfg)
     for key, expected in RECIPES.get(name, {}).items():
         value = OmegaConf.select(cfg, key)
@@ -232,7 +229,7 @@ def check_compiled_and_eager_agree() -> None:
     modules = {}
     for compiled in (False, True):
         torch.manual_seed(0)
-        modules[compiled] = build_module(compose_train(*tiny, f"model.compile={compiled}"), "abcdefgh")
+        modules[compiled] = build_module(compose_job(*tiny, f"model.compile={compiled}"), "abcdefgh")
     modules[True].net.load_state_dict(modules[False].net.state_dict())  # compile in place keeps the names
     x, y = torch.randint(0, 8, (2, 4, 16), generator=torch.Generator().manual_seed(1))
     losses = {}
@@ -252,7 +249,7 @@ def test_fused_adamw_gradients_are_clipped(precision: str) -> None:
     """The GPU recipe's fused AdamW + grad clipping: Lightning refuses it under bf16-mixed unless the
     module clips itself, which is right there because bf16 has no GradScaler (runs on CPU too)."""
     torch.manual_seed(0)
-    cfg = compose_train(
+    cfg = compose_job(
         "model=transformer",
         "data.block_size=16",
         "model.n_layer=1",

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf, open_dict
 
 from charlm.config import check_config
 
-from conftest import ROOT
+from conftest import ROOT, compose_train
 
 CONF = ROOT / "conf"
 PRIMARY = {"train.yaml", "generate.yaml"}
@@ -29,11 +29,6 @@ def group_options() -> list[tuple[str, str]]:
     return options
 
 
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=True)
-
-
 @pytest.mark.parametrize(("group", "option"), group_options())
 def test_every_group_option_composes_and_resolves(group, option, tmp_path):
     overrides = [f"{group}={option}", f"hydra.run.dir={tmp_path}"]
@@ -43,7 +38,7 @@ def test_every_group_option_composes_and_resolves(group, option, tmp_path):
         overrides.append("data=pairs")
     if group in ("data",) and option == "pairs":
         overrides.append("model=seq2seq")
-    cfg = compose_train(overrides)
+    cfg = compose_train(overrides, hydra=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path)  # what a real launch fills in
     HydraConfig.instance().set_config(cfg)
@@ -62,7 +57,7 @@ def test_generate_config_composes():
 
 def test_main_config_names_are_kept():
     """Names that users, docs and checks rely on."""
-    cfg = compose_train([f"hydra.run.dir={ROOT / 'outputs' / 'unused'}"])
+    cfg = compose_train([f"hydra.run.dir={ROOT / 'outputs' / 'unused'}"], hydra=True)
     for key in (
         "data.path",
         "data.block_size",
@@ -80,7 +75,7 @@ def test_main_config_names_are_kept():
         "trainer.devices",
     ):
         assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
-    transformer = compose_train(["model=transformer", f"hydra.run.dir={ROOT / 'outputs' / 'unused'}"])
+    transformer = compose_train(["model=transformer", f"hydra.run.dir={ROOT / 'outputs' / 'unused'}"], hydra=True)
     for key in ("model.n_layer", "model.n_head", "model.n_embd"):
         assert OmegaConf.select(transformer, key, default="<absent>") != "<absent>", key
 

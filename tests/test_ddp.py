@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 
 from charlm.tooling.ddp import job_command_line
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 TINY = """\
 # @package _global_
 data: {path: corpus.txt, block_size: 16, batch_size: 4, val_batch_size: 8}

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from charlm.data import TrainBatches
 from charlm.lightning_module import optimizer_and_schedule
@@ -20,15 +19,14 @@ from charlm.loss import next_char_loss
 from charlm.train import build_module
 from charlm.vocab import Vocab
 
-from conftest import MODELS, ROOT, make_text, tiny_overrides
+from conftest import MODELS, compose_train, make_text, tiny_overrides
 
 STORED = Path(__file__).parent / "fixtures" / "regression_losses.json"
 STEPS = 5
 
 
 def losses_of(model: str) -> list[float]:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*tiny_overrides(model), "paths.output_dir=unused", "seed=7"])
+    cfg = compose_train([*tiny_overrides(model), "paths.output_dir=unused", "seed=7"])
     text = make_text(3000, seed=1)
     vocab = Vocab.from_text(text)
     torch.manual_seed(cfg.seed)

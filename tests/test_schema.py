@@ -5,23 +5,17 @@ import re
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from charlm import CharLMError
 from charlm.config import check_config, target_schema
 
-from conftest import ROOT, run_script
+from conftest import ROOT, compose_train, run_script
 
 CONF = ROOT / "conf"
 LM_MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem != "seq2seq")
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 SEARCHES = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
 MINE = "# @package _global_\nscheduler:\n  warmup_step: 500\n"
-
-
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 def user_experiment(config_dir: Path, text: str) -> Path:

@@ -25,6 +25,8 @@ from omegaconf import OmegaConf
 from charlm.errors import CharLMError
 from charlm.tooling.sweep import SweepCallback, varying_overrides
 
+from conftest import ROOT
+
 try:
     import optuna
 except ImportError:  # the optuna extra is not installed: its tests skip, the others still run
@@ -46,7 +48,6 @@ needs_submitit = pytest.mark.skipif(
     not has_plugin("hydra_submitit_launcher"), reason="needs the launchers extra: pip install -e '.[launchers]'"
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = """\
 # @package _global_
 data: {path: corpus.txt, block_size: 16, batch_size: 4, val_batch_size: 8}
