@@ -18,8 +18,8 @@ if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
 def step():  # a 64 MB buffer allocated, touched and freed, as a big workspace is every training step
     torch.empty(64 * 2**20, dtype=torch.uint8).fill_(1)
-for _ in range(6):
-    step()  # warm-up: the heap takes a few rounds to settle (up to 4 here) before the buffer fits in it
+for _ in range(12):
+    step()  # warm-up: the heap takes a few rounds to settle (up to 4, once 8, seen here) before the buffer fits
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(4):
     step()
