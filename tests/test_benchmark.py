@@ -28,20 +28,11 @@ from charlm.tooling.benchmark import MODELS
 from charlm.train import build_module
 
 from conftest import ROOT, compose_train, make_text, tiny_overrides, train_cli
+from conftest import TINY as CONFTEST_TINY
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 # Applied to every model; the benchmark skips model.* keys a model's config does not have.
-TINY = [
-    "data.block_size=16",
-    "data.batch_size=4",
-    "model.hidden_size=16",
-    "model.num_layers=1",
-    "model.embedding_dim=8",
-    "model.n_layer=1",
-    "model.n_head=2",
-    "model.n_embd=16",
-    "threads=1",
-]
+TINY = [o for o in CONFTEST_TINY if o.startswith(("data.block_size=", "data.batch_size=", "model.", "threads="))]
 MEASUREMENT_KEYS = {"tokens_per_s", "ms_per_step", "steps", "peak_mb", "base_mb", "final_loss"}
 
 
