@@ -12,7 +12,7 @@ from charlm.config import check_config
 from conftest import ROOT, compose_train
 
 CONF = ROOT / "conf"
-PRIMARY = {"train.yaml", "generate.yaml"}
+PRIMARY = {"train.yaml", "generate.yaml", "evaluate.yaml"}
 NOT_GROUPS = {"hydra"}  # Hydra's own config tree, exercised by the sweep tests
 
 
@@ -88,3 +88,9 @@ def test_every_key_of_the_trainer_and_callback_defaults_has_a_comment(name):
         if line.strip() and not line.lstrip().startswith("#") and " #" not in line
     ]
     assert uncommented == []
+
+
+def test_evaluate_config_composes():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["ckpt_path=x", "context=stream"])
+    assert cfg.context == "stream" and cfg.split == "val" and cfg.unknown == "error" and not cfg.dynamic_eval

@@ -7,10 +7,9 @@ from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-import torch
 
 from charlm import CharLMError
-from charlm.corpus import download, encoded_corpus, read_corpus
+from charlm.corpus import download, read_corpus
 
 
 @pytest.fixture
@@ -80,17 +79,6 @@ def test_invalid_utf8_names_file_and_byte_offset(tmp_path):
     bad.write_bytes(b"hello \xff world")
     with pytest.raises(CharLMError, match=r"bad.txt is not valid UTF-8: bad byte 0xff at byte offset 6"):
         read_corpus(bad)
-
-
-def test_encoded_cache_equals_fresh_encoding_and_is_rebuilt_when_text_changes(tmp_path):
-    cache = tmp_path / "cache"
-    vocab, ids = encoded_corpus("abcabc", cache)
-    assert len(list((cache / "encoded").glob("*.pt"))) == 1
-    vocab2, ids2 = encoded_corpus("abcabc", cache)  # from the cache
-    assert vocab2 == vocab and torch.equal(ids2, ids) and ids2.dtype == torch.long
-    vocab3, ids3 = encoded_corpus("abcabd", cache)
-    assert vocab3.chars == "abcd" and ids3.tolist() == [0, 1, 2, 0, 1, 3]
-    assert len(list((cache / "encoded").glob("*.pt"))) == 2
 
 
 class FakeTrainer:

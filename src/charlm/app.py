@@ -1,4 +1,4 @@
-"""The commands: `charlm-train`, `charlm-generate`, `charlm-benchmark` (and `scripts/*.py`).
+"""The commands: `charlm-train`, `charlm-generate`, `charlm-evaluate`, `charlm-benchmark` (and `scripts/*.py`).
 
 Each is a Hydra app over the configs installed with the package (`pkg://charlm.conf`), so it
 works from any directory; `--config-dir DIR` adds a user's own configs. Nothing here imports
@@ -17,9 +17,11 @@ from charlm.cli import ConfigSource, exit_on_user_error, flags_first, run_app, v
 
 CONFIGS = "pkg://charlm.conf"
 TEXT_KEYS = ("prompt", "prompt_file", "input", "input_file")  # free text and paths: taken verbatim
+PATH_KEYS = ("ckpt_path", "text_file")  # evaluate's paths, taken verbatim too (spaces, commas, '=')
 COMMANDS = {
     "charlm-train": "train a model: charlm-train model=lstm (python scripts/train.py)",
     "charlm-generate": "sample text from a checkpoint: charlm-generate ckpt_path=RUN prompt=... (scripts/generate.py)",
+    "charlm-evaluate": "score a text (loss, bits per character): charlm-evaluate ckpt_path=RUN (scripts/evaluate.py)",
     "charlm-benchmark": "throughput against plain PyTorch loops: charlm-benchmark train (scripts/benchmark.py)",
 }
 
@@ -40,6 +42,14 @@ def generate_job(cfg: DictConfig) -> None:
     run(cfg)
 
 
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="evaluate")
+@exit_on_user_error
+def evaluate_job(cfg: DictConfig) -> None:
+    from charlm.evaluate import run
+
+    run(cfg)
+
+
 def train_cli() -> None:
     """resume=RUN_DIR is shorthand for that run's overrides; Hydra's flags may stand anywhere."""
     from charlm.resume import expand_resume
@@ -51,6 +61,11 @@ def generate_cli() -> None:
     """prompt=, input= and the file arguments are taken verbatim; Hydra's flags may stand anywhere."""
     configs = ConfigSource(CONFIGS, "generate")
     run_app(generate_job, configs, rewrite=lambda argv: flags_first(verbatim(argv, TEXT_KEYS)))
+
+
+def evaluate_cli() -> None:
+    configs = ConfigSource(CONFIGS, "evaluate")
+    run_app(evaluate_job, configs, rewrite=lambda argv: flags_first(verbatim(argv, PATH_KEYS)))
 
 
 def benchmark_cli() -> None:

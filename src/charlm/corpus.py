@@ -1,26 +1,25 @@
-"""Finding, downloading, reading and encoding a text corpus.
+"""Finding, downloading and reading a text corpus, in chunks so that no size is too large.
 
-A corpus is read and encoded once: the encoded ids are cached in the cache folder under
-the sha256 of the text, so a second run with the same text starts at once and a changed
-text is re-encoded.
+Encoding it into ids, once per text, is `charlm.prepared`'s work.
 """
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 import os
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
 from charlm.errors import CharLMError
-from charlm.vocab import Vocab
 
 DOWNLOAD_TIMEOUT_S = 30
+CHUNK_BYTES = 4 << 20  # text is read in pieces this large: memory stays flat whatever the corpus size
 
 
 def default_cache_dir() -> Path:
@@ -45,20 +44,49 @@ def text_files(path: str | os.PathLike) -> list[Path]:
     raise CharLMError(f"data.path={str(path)!r} does not exist; give a text file, a directory of .txt files or a glob")
 
 
+def text_chunks(files: list[Path]) -> Iterator[tuple[bytes, str]]:
+    """The corpus text in pieces of about CHUNK_BYTES, each as (bytes read, text decoded).
+
+    The bytes of all pieces joined are the text's UTF-8 bytes (a character split between two reads
+    is decoded with the second).
+
+    Files are joined in order; when there are several, each ends with a newline (one is added
+    where a file lacks it), so the last line of one file never runs into the first of the next.
+    A bad byte is reported with its file and byte offset.
+    """
+    for path in files:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset, last = 0, ""
+        with path.open("rb") as fh:
+            while True:
+                raw = fh.read(CHUNK_BYTES)
+                buffered = len(decoder.buffer)
+                try:
+                    text = decoder.decode(raw, final=not raw)
+                except UnicodeDecodeError as err:
+                    at = offset - buffered + err.start
+                    with path.open("rb") as again:
+                        again.seek(at)
+                        bad = again.read(1)[0]
+                    raise CharLMError(f"{path} is not valid UTF-8: bad byte {bad:#04x} at byte offset {at}") from None
+                if text or raw:
+                    last = text[-1] if text else last
+                    yield raw, text
+                if not raw:
+                    break
+                offset += len(raw)
+        if len(files) > 1 and last != "\n":
+            yield b"\n", "\n"
+
+
 def read_text(path: Path) -> str:
-    """Decode one UTF-8 file, naming the file and byte offset of the first bad byte."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        bad = raw[err.start]
-        raise CharLMError(f"{path} is not valid UTF-8: bad byte {bad:#04x} at byte offset {err.start}") from None
+    """One UTF-8 file's whole text; a bad byte is named with its offset."""
+    return "".join(text for _, text in text_chunks([path]))
 
 
 def read_corpus(path: str | os.PathLike) -> str:
-    """All files of `path` joined by newlines, refusing an empty result."""
-    texts = [read_text(f) for f in text_files(path)]
-    text = "\n".join(t.rstrip("\n") for t in texts) + "\n" if len(texts) > 1 else texts[0]
+    """The whole text of `path` as one string, for texts small enough to hold (see `charlm.prepared`)."""
+    text = "".join(text for _, text in text_chunks(text_files(path)))
     if not text:
         raise CharLMError(f"data.path={str(path)!r} is empty; a corpus needs at least a few hundred characters")
     return text
@@ -99,31 +127,35 @@ def download(url: str, sha256: str | None, cache_dir: Path) -> Path:
     return target
 
 
-def encoded_corpus(text: str, cache_dir: Path) -> tuple[Vocab, torch.Tensor]:
-    """Vocabulary and ids of `text`, from the cache when this exact text was encoded before."""
-    key = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    cached = cache_dir / "encoded" / f"{key}.pt"
-    if cached.is_file():
-        try:
-            blob = torch.load(cached, weights_only=True)
-            return Vocab(blob["vocab"]), blob["ids"].long()
-        except Exception:  # a damaged cache entry is rebuilt, never trusted
-            cached.unlink(missing_ok=True)
-    vocab = Vocab.from_text(text)
-    ids = vocab.encode(text)
-    small = ids.to(torch.uint8 if len(vocab) <= 256 else torch.int32)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".part")
-    os.close(fd)
-    torch.save({"vocab": vocab.chars, "ids": small}, tmp)
-    os.replace(tmp, cached)
-    return vocab, ids
+def corpus_files(path: str | None, url: str | None, sha256: str | None, cache_dir: str | Path | None) -> list[Path]:
+    """The corpus's files: those `path` names when given, else the download of `url` in the cache."""
+    if path:
+        return text_files(path)
+    if not url:
+        raise CharLMError("no corpus given: set data.path=FILE (or a data config with a download url)")
+    downloaded = download(url, sha256, Path(cache_dir) if cache_dir else default_cache_dir())
+    return [unzipped(downloaded) if downloaded.suffix == ".zip" else downloaded]
+
+
+def unzipped(archive: Path) -> Path:
+    """The one file inside a downloaded .zip (enwik8 and text8 come so), extracted beside it once."""
+    with zipfile.ZipFile(archive) as zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        if len(members) != 1:
+            raise CharLMError(f"{archive} holds {len(members)} files; a corpus archive must hold exactly one")
+        target = archive.with_name(Path(members[0].filename).name)
+        if not (target.is_file() and target.stat().st_size == members[0].file_size):
+            fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=target.name, suffix=".part")
+            with os.fdopen(fd, "wb") as out, zf.open(members[0]) as member:
+                for chunk in iter(lambda: member.read(CHUNK_BYTES), b""):
+                    out.write(chunk)
+            os.replace(tmp, target)
+    return target
 
 
 def load_corpus(path: str | None, url: str | None, sha256: str | None, cache_dir: str | Path | None) -> str:
-    """The corpus text: from `path` when given, else downloaded from `url` into the cache."""
-    if path:
-        return read_corpus(path)
-    if not url:
-        raise CharLMError("no corpus given: set data.path=FILE (or a data config with a download url)")
-    return read_corpus(download(url, sha256, Path(cache_dir) if cache_dir else default_cache_dir()))
+    """The corpus text as one string: from `path` when given, else downloaded from `url` into the cache."""
+    text = "".join(text for _, text in text_chunks(corpus_files(path, url, sha256, cache_dir)))
+    if not text:
+        raise CharLMError(f"the corpus {path or url} is empty; a corpus needs at least a few hundred characters")
+    return text

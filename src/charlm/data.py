@@ -1,4 +1,7 @@
-"""The character-level data module: one encoded tensor, two batching modes, one validation.
+"""The character-level data module: one prepared corpus, two batching modes, one validation.
+
+The ids live in a memory-mapped file (`charlm.prepared`), so a corpus of any size trains in
+the memory of a small one; the splits are views of it: train, then val, then test.
 
 Training batches are a pure function of (seed, batch index, rank): nothing hidden needs
 saving for an exact resume, and the data order continues where a checkpoint left it.
@@ -9,27 +12,39 @@ saving for an exact resume, and the data order continues where a checkpoint left
   of batch i + 1 continues row b of batch i (char-rnn style), so recurrent models can carry
   their hidden state; an epoch is one pass over the streams.
 
-Validation is the same for every model: the whole val split in non-overlapping windows of
-block_size, each read from a fresh state, the last one padded and masked.
+Validation is the same for every model: the val split in non-overlapping windows of
+block_size, each read from a fresh state, the last one padded and masked. A val split longer
+than `val_max_chars` is represented by evenly spaced windows, the same ones at every validation.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from charlm.checks import require_positive
-from charlm.corpus import default_cache_dir, encoded_corpus, load_corpus
+from charlm.corpus import corpus_files, default_cache_dir
 from charlm.errors import CharLMError
 from charlm.loss import IGNORE
+from charlm.prepared import Prepared, Tokens, prepare
 from charlm.vocab import Vocab
 
+log = logging.getLogger(__name__)
+
 SAMPLING_MODES = ("random", "stream")
+SPLITS = ("train", "val", "test")
+Ids = torch.Tensor | Tokens  # an in-memory tensor or a memory-mapped file of ids
+
+
+def gather(ids: Ids, index: torch.Tensor) -> torch.Tensor:
+    """`ids[index]` as int64, for a tensor and a memory map alike."""
+    return ids[index].long() if isinstance(ids, torch.Tensor) else ids.take(index)
 
 
 def batch_generator(seed: int, index: int, rank: int) -> torch.Generator:
@@ -43,7 +58,7 @@ class TrainBatches(IterableDataset):
 
     def __init__(
         self,
-        ids: torch.Tensor,
+        ids: Ids,
         block_size: int,
         batch_size: int,
         sampling: str,
@@ -71,12 +86,12 @@ class TrainBatches(IterableDataset):
     def batch(self, index: int) -> dict:
         if self.sampling == "stream":
             step = index % self.epoch_len
-            rows = self.ids[self.stream_starts + step * self.T + self.offsets]  # (B, T + 1)
+            rows = gather(self.ids, self.stream_starts + step * self.T + self.offsets)  # (B, T + 1)
             reset = step == 0
         else:
             g = batch_generator(self.seed, index, self.rank)
             starts = torch.randint(0, len(self.ids) - self.T, (self.B, 1), generator=g)
-            rows = self.ids[starts + self.offsets]  # (B, T + 1)
+            rows = gather(self.ids, starts + self.offsets)  # (B, T + 1)
             reset = True
         return {"x": rows[:, :-1], "y": rows[:, 1:], "reset": reset}
 
@@ -87,14 +102,46 @@ class TrainBatches(IterableDataset):
             yield self.batch(index)
 
 
-def validation_windows(ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every next-character prediction of `ids` exactly once: (N, T) inputs and targets."""
-    n_targets = len(ids) - 1
-    n = -(-n_targets // block_size)  # ceil
-    x = torch.zeros(n * block_size, dtype=torch.long)
-    y = torch.full((n * block_size,), IGNORE, dtype=torch.long)
-    x[:n_targets], y[:n_targets] = ids[:-1], ids[1:]
-    return x.view(n, block_size), y.view(n, block_size)
+class Windows(Dataset):
+    """Non-overlapping windows of `ids`, each an (x, y) pair of block_size inputs and targets.
+
+    Together the windows make every next-character prediction of `ids` exactly once; the last is
+    padded, its padding masked with IGNORE. `keep` picks which windows (by index) the dataset holds.
+    """
+
+    def __init__(self, ids: Ids, block_size: int, keep: np.ndarray | None = None):
+        self.ids, self.T = ids, block_size
+        self.total = -(-(len(ids) - 1) // block_size)  # ceil: windows covering every target
+        self.keep = np.arange(self.total) if keep is None else keep
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = int(self.keep[i]) * self.T
+        stop = min(start + self.T + 1, len(self.ids))
+        piece = gather(self.ids, torch.arange(start, stop))
+        x = torch.zeros(self.T, dtype=torch.long)
+        y = torch.full((self.T,), IGNORE, dtype=torch.long)
+        x[: len(piece) - 1], y[: len(piece) - 1] = piece[:-1], piece[1:]
+        return x, y
+
+    def chars(self) -> int:
+        """How many targets these windows score."""
+        return int(np.minimum(self.T, (len(self.ids) - 1) - self.keep * self.T).sum())
+
+
+def evenly_spaced(total: int, k: int) -> np.ndarray:
+    """k of `total` indices spread evenly from the first to the last: a fixed, representative subset."""
+    return np.unique(np.linspace(0, total - 1, k).round().astype(np.int64))
+
+
+def validation_windows(ids: Ids, block_size: int, max_chars: int | None = None) -> Windows:
+    """The val split's windows: all of them, or evenly spaced ones covering about `max_chars` characters."""
+    every = Windows(ids, block_size)
+    if max_chars is None or every.total * block_size <= max_chars:
+        return every
+    return Windows(ids, block_size, keep=evenly_spaced(every.total, max(1, max_chars // block_size)))
 
 
 class StepDataModule(L.LightningDataModule):
@@ -138,6 +185,8 @@ class CharDataModule(StepDataModule):
         batch_size: int = 64,
         sampling: str = "random",
         val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
+        val_max_chars: int | None = 1_000_000,
         epoch_batches: int = 1000,
         val_batch_size: int | None = None,
         seed: int = 1337,
@@ -147,25 +196,53 @@ class CharDataModule(StepDataModule):
         require_positive(
             **{"data.block_size": block_size, "data.batch_size": batch_size, "data.epoch_batches": epoch_batches}
         )
+        if val_max_chars is not None:
+            require_positive(**{"data.val_max_chars": val_max_chars})
         if sampling not in SAMPLING_MODES:
             raise CharLMError(f"data.sampling={sampling!r} is not valid; choose one of {', '.join(SAMPLING_MODES)}")
         if not 0.0 < val_fraction < 1.0:
             raise CharLMError(f"data.val_fraction={val_fraction!r} must be between 0 and 1 (exclusive)")
+        if not 0.0 <= test_fraction < 1.0 - val_fraction:
+            raise CharLMError(
+                f"data.test_fraction={test_fraction!r} must be at least 0 and leave a train split "
+                f"(below 1 - data.val_fraction = {1 - val_fraction:g})"
+            )
         self.path, self.url, self.sha256, self.cache_dir = path, url, sha256, cache_dir
         self.block_size, self.batch_size, self.sampling = block_size, batch_size, sampling
-        self.val_fraction, self.epoch_batches, self.seed = val_fraction, epoch_batches, seed
+        self.val_fraction, self.test_fraction, self.val_max_chars = val_fraction, test_fraction, val_max_chars
+        self.epoch_batches, self.seed = epoch_batches, seed
         self.val_batch_size = val_batch_size or batch_size
         self.pin_memory = pin_memory
         self.vocab: Vocab | None = None
+        self.splits: dict[str, Tokens] = {}
+        self._subset_logged = False  # the val subset is announced once, not at every validation
+
+    def prepare_data(self) -> None:
+        """Download and prepare the corpus once per machine; under DDP every rank then maps the result."""
+        self.prepared()
+
+    def prepared(self) -> Prepared:
+        cache_dir = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+        return prepare(corpus_files(self.path, self.url, self.sha256, cache_dir), cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.vocab is not None:
             return
-        text = load_corpus(self.path, self.url, self.sha256, self.cache_dir)
-        self.vocab, ids = encoded_corpus(text, Path(self.cache_dir) if self.cache_dir else default_cache_dir())
-        cut = int(len(ids) * (1 - self.val_fraction))
-        self.train_ids, self.val_ids = ids[:cut], ids[cut:]
+        prepared = self.prepared()
+        self.vocab, ids = prepared.vocab, prepared.tokens
+        n = len(ids)
+        val_start = int(n * (1 - self.val_fraction - self.test_fraction))
+        test_start = int(n * (1 - self.test_fraction)) if self.test_fraction else n
+        self.splits = {"train": ids[:val_start], "val": ids[val_start:test_start], "test": ids[test_start:]}
         self._check_sizes()
+
+    @property
+    def train_ids(self) -> Tokens:
+        return self.splits["train"]
+
+    @property
+    def val_ids(self) -> Tokens:
+        return self.splits["val"]
 
     def _check_sizes(self) -> None:
         where = self.path or self.url
@@ -209,7 +286,19 @@ class CharDataModule(StepDataModule):
         )
         return self.loader(batches, batch_size=None)
 
+    def val_windows(self) -> Windows:
+        """The windows every validation scores (and `charlm-evaluate` by default)."""
+        windows = validation_windows(self.val_ids, self.block_size, self.val_max_chars)
+        if len(windows) < windows.total and not self._subset_logged:
+            self._subset_logged = True
+            log.info(
+                f"validating on {len(windows):,} evenly spaced of the val split's {windows.total:,} windows "
+                f"({windows.chars():,} of {len(self.val_ids) - 1:,} characters; "
+                f"data.val_max_chars={self.val_max_chars})"
+            )
+        return windows
+
     def val_dataloader(self) -> DataLoader:
-        x, y = validation_windows(self.val_ids, self.block_size)
-        x, y = x[self.rank :: self.world_size], y[self.rank :: self.world_size]  # each rank a disjoint share
-        return self.loader(TensorDataset(x, y), batch_size=self.val_batch_size)
+        windows = self.val_windows()
+        windows.keep = windows.keep[self.rank :: self.world_size]  # each rank a disjoint share
+        return self.loader(windows, batch_size=self.val_batch_size)
