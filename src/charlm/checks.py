@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from charlm.errors import CharLMError
 
 
@@ -15,3 +17,9 @@ def require_positive(**values: int | float) -> None:
 def require_dropout(dropout: float) -> None:
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise CharLMError(f"dropout must be in [0, 1), got {dropout!r}")
+
+
+def require_choice(name: str, value: object, options: Collection[str]) -> None:
+    """Refuse a value outside a fixed set of choices, naming it and listing what is valid."""
+    if value not in options:
+        raise CharLMError(f"{name}={value!r} is not valid; choose one of {', '.join(options)}")

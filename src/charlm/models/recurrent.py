@@ -8,17 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlm.checks import require_dropout, require_positive
-from charlm.errors import CharLMError
+from charlm.checks import require_choice, require_dropout, require_positive
 from charlm.models.base import CharNet
 from charlm.models.cells import GATES, ScratchRecurrent
 
 TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
-def _choice(name: str, value: str, options) -> None:
-    if value not in options:
-        raise CharLMError(f"{name}={value!r} is not valid; choose one of {', '.join(options)}")
 
 
 class RecurrentLM(CharNet):
@@ -42,9 +36,9 @@ class RecurrentLM(CharNet):
         embedding_dim: int = 64,
     ):
         super().__init__()
-        _choice("model.cell", cell, GATES)
-        _choice("model.impl", impl, ("torch", "scratch"))
-        _choice("model.input", input, ("embedding", "onehot"))
+        require_choice("model.cell", cell, GATES)
+        require_choice("model.impl", impl, ("torch", "scratch"))
+        require_choice("model.input", input, ("embedding", "onehot"))
         require_positive(vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers)
         require_dropout(dropout)
         if input == "embedding":

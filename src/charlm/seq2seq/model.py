@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from charlm.checks import require_dropout, require_positive
+from charlm.checks import require_choice, require_dropout, require_positive
 from charlm.errors import CharLMError
-from charlm.models.recurrent import TORCH_MODULES, _choice
+from charlm.models.recurrent import TORCH_MODULES
 
 ATTENTION = ("none", "dot", "additive")
 PAD, BOS, EOS = 0, 1, 2  # the special ids of `pairs.PairVocab`
@@ -81,8 +81,8 @@ class Seq2Seq(nn.Module):
         teacher_forcing_steps: int = 0,
     ):
         super().__init__()
-        _choice("model.cell", cell, TORCH_MODULES)
-        _choice("model.attention", attention, ATTENTION)
+        require_choice("model.cell", cell, TORCH_MODULES)
+        require_choice("model.attention", attention, ATTENTION)
         require_positive(
             vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers, embedding_dim=embedding_dim
         )
