@@ -251,7 +251,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dynamic = None
     if cfg.dynamic_eval:
         dynamic = DynamicEval(model.net, cfg.dynamic_lr, cfg.dynamic_decay, cfg.dynamic_rule)
-    loss_sum, count = score(model, segments, total, dynamic, device)
+    # cuDNN's RNN kernels take no backward pass in eval mode; the native ones do (and match them).
+    with torch.backends.cudnn.flags(enabled=dynamic is None):
+        loss_sum, count = score(model, segments, total, dynamic, device)
     loss = loss_sum / count
     result = {
         "loss": round(loss, 6),
