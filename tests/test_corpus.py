@@ -103,3 +103,23 @@ def test_stream_corpus_too_short_for_all_ranks_is_refused_in_one_line_when_the_l
     message = str(info.value)
     assert "\n" not in message and "too short" in message and "world size 2" in message
     assert "data.block_size=16" in message and "data.batch_size=4" in message
+
+
+def test_a_zipped_corpus_is_downloaded_once_and_its_one_file_extracted(http_server, tmp_path):
+    import zipfile
+
+    from charlm.corpus import corpus_files
+
+    url, root = http_server
+    with zipfile.ZipFile(root / "text8.zip", "w") as zf:
+        zf.writestr("text8", " anarchism originated as a term of abuse")
+    cache = tmp_path / "cache"
+    [path] = corpus_files(None, f"{url}/text8.zip", None, cache)
+    assert path == cache / "text8" and path.read_text() == " anarchism originated as a term of abuse"
+    (root / "text8.zip").unlink()  # a second call needs neither the server nor a new extraction
+    assert corpus_files(None, f"{url}/text8.zip", None, cache) == [path]
+    with zipfile.ZipFile(root / "two.zip", "w") as zf:
+        zf.writestr("a", "x")
+        zf.writestr("b", "y")
+    with pytest.raises(CharLMError, match="holds 2 files; a corpus archive must hold exactly one"):
+        corpus_files(None, f"{url}/two.zip", None, cache)
