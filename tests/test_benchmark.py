@@ -305,3 +305,39 @@ def check_compiled_generation() -> None:
     eager, compiled = (generate_ids(net.eval(), prompt, 24, SamplingOptions(), seed=0) for net in nets)
     assert compiled.shape == (1, 26)  # past block_size: the window jumped once
     assert torch.equal(compiled, eager)
+
+
+SCALE_COLUMNS = ["corpus", "size MB", "chars", "vocab", "dtype", "prep s", "step1 s 1st", "step1 s 2nd"]
+
+
+@pytest.mark.slow
+def test_scale_benchmark_trains_each_corpus_twice_and_reports_memory(tmp_path: Path, text_file: Path) -> None:
+    """Two real training runs per corpus (a baseline and a 200 KB one built from text on the machine):
+    the first prepares into an empty cache, the second maps what the first prepared."""
+    out = tmp_path / "scale.json"
+    tiny = [o for o in CONFTEST_TINY if not o.startswith("model.n_")]  # the default model is the LSTM
+    proc = benchmark(
+        tmp_path, "scale", "--sizes", "200KB", "--baseline", str(text_file), "--out", str(out), "--set", *tiny
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = proc.stdout.splitlines()[0]
+    assert all(column in header for column in [*SCALE_COLUMNS, "RSS MB 1st", "ΔRSS 2nd"])
+    payload = json.loads(out.read_text())
+    baseline, generated = payload["rows"]
+    assert (baseline["corpus"], generated["corpus"]) == ("corpus", "200KB")
+    assert 190_000 < generated["bytes"] <= 200_000 and generated["characters"] > 150_000
+    assert generated["vocab"] > 30 and generated["dtype"] in ("uint8", "uint16", "int32")
+    for row in payload["rows"]:
+        assert not row["first"]["mapped"] and row["second_mapped"], "the second run must reuse the cache"
+        assert row["prep_s"] is not None and row["prep_s"] < 30
+        for run in (row["first"], row["second"]):
+            assert 0 < run["first_step_s"] < run["wall_s"] < 300
+            assert 100 < run["peak_rss_mb"] < 8000 and run["vocab"] == row["vocab"]
+    assert baseline["second"]["delta_rss_mb"] == 0 and generated["second"]["delta_rss_mb"] is not None
+    assert set(generated["goals"]) == {"prep_ok", "rss_ok", "startup_ok"}
+    assert "200KB: prep yes" in proc.stdout
+
+
+def test_scale_benchmark_refuses_a_size_it_cannot_read(tmp_path: Path) -> None:
+    proc = benchmark(tmp_path, "scale", "--sizes", "ten", "--baseline", "none")
+    assert proc.returncode != 0 and "--sizes 'ten' is not a size" in proc.stderr

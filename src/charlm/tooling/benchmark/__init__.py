@@ -12,6 +12,10 @@ behaviour (the project keeps freed memory for reuse, see `charlm.tooling.memory`
 the two rates is the framework's overhead net of what its defaults buy. Both count tokens
 over steps after the warm-up only: batch assembly + forward + backward + optimiser.
 
+`scale`: a real `charlm-train` run, twice, on corpora of 10 MB, 100 MB and 1 GiB built from
+text on the machine and on Tiny Shakespeare: preparation time, time to the first step and peak
+RSS, first with an empty cache and then with the prepared corpus (see `scale`).
+
 `generate`: characters per second of `generate_ids` with the cache (one new position per
 character) and without it (the whole window re-read per character), on the same randomly
 initialised weights; no training needed.
@@ -38,6 +42,7 @@ import torch
 
 from charlm.cli import OneLineParser
 from charlm.errors import CharLMError
+from charlm.tooling.benchmark import scale
 from charlm.tooling.benchmark.generation import generate_table, generation_row
 from charlm.tooling.benchmark.measure import MODELS, log, machine, quiet_lightning, run_config, write_json
 from charlm.tooling.benchmark.training import compare, scaling_rows, train_table
@@ -123,11 +128,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--block-size", type=int, default=256, help="the transformer's context (data.block_size)")
     g.add_argument("--device", help="cpu | cuda | cuda:1 ...; default: cuda when available")
     g.add_argument("--out", default="outputs/benchmark/generate.json", help="JSON results")
+    scale.add_parser(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
+    if args.command == "scale":  # real training commands in processes of their own: nothing to preload
+        return scale.cmd_scale(args)
     for model in args.models:  # a bad --set fails here, before any output
         run_config(model, args.data, args.set, [], "unused")
     quiet_lightning()
