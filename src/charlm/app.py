@@ -22,7 +22,7 @@ COMMANDS = {
     "charlm-train": "train a model: charlm-train model=lstm (python scripts/train.py)",
     "charlm-generate": "sample text from a checkpoint: charlm-generate ckpt_path=RUN prompt=... (scripts/generate.py)",
     "charlm-evaluate": "score a text (loss, bits per character): charlm-evaluate ckpt_path=RUN (scripts/evaluate.py)",
-    "charlm-benchmark": "throughput against plain PyTorch loops: charlm-benchmark train (scripts/benchmark.py)",
+    "charlm-benchmark": "throughput against plain PyTorch, corpus scale: charlm-benchmark train|generate|scale",
 }
 
 

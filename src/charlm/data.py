@@ -1,7 +1,7 @@
 """The character-level data module: one prepared corpus, two batching modes, one validation.
 
-The ids live in a memory-mapped file (`charlm.prepared`), so a corpus of any size trains in
-the memory of a small one; the splits are views of it: train, then val, then test.
+The ids live in a prepared file (`charlm.prepared`) that batches are read from, so a corpus of
+any size trains in the memory of a small one; the splits are views of it: train, then val, then test.
 
 Training batches are a pure function of (seed, batch index, rank): nothing hidden needs
 saving for an exact resume, and the data order continues where a checkpoint left it.
@@ -39,12 +39,14 @@ log = logging.getLogger(__name__)
 
 SAMPLING_MODES = ("random", "stream")
 SPLITS = ("train", "val", "test")
-Ids = torch.Tensor | Tokens  # an in-memory tensor or a memory-mapped file of ids
+Ids = torch.Tensor | Tokens  # an in-memory tensor or a prepared file of ids
 
 
-def gather(ids: Ids, index: torch.Tensor) -> torch.Tensor:
-    """`ids[index]` as int64, for a tensor and a memory map alike."""
-    return ids[index].long() if isinstance(ids, torch.Tensor) else ids.take(index)
+def rows(ids: Ids, starts: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, length) int64: row b is ids[starts[b] : starts[b] + length], from a tensor or a file alike."""
+    if isinstance(ids, Tokens):
+        return ids.rows(starts, length)
+    return ids[starts.view(-1, 1) + torch.arange(length)].long()
 
 
 def batch_generator(seed: int, index: int, rank: int) -> torch.Generator:
@@ -70,7 +72,6 @@ class TrainBatches(IterableDataset):
     ):
         self.ids, self.T, self.B, self.sampling, self.seed = ids, block_size, batch_size, sampling, seed
         self.rank, self.position = rank, position
-        self.offsets = torch.arange(block_size + 1)
         if sampling == "stream":
             streams = batch_size * world_size
             stream_len = (len(ids) - 1) // streams
@@ -86,14 +87,14 @@ class TrainBatches(IterableDataset):
     def batch(self, index: int) -> dict:
         if self.sampling == "stream":
             step = index % self.epoch_len
-            rows = gather(self.ids, self.stream_starts + step * self.T + self.offsets)  # (B, T + 1)
+            batch = rows(self.ids, self.stream_starts + step * self.T, self.T + 1)  # (B, T + 1)
             reset = step == 0
         else:
             g = batch_generator(self.seed, index, self.rank)
             starts = torch.randint(0, len(self.ids) - self.T, (self.B, 1), generator=g)
-            rows = gather(self.ids, starts + self.offsets)  # (B, T + 1)
+            batch = rows(self.ids, starts, self.T + 1)  # (B, T + 1)
             reset = True
-        return {"x": rows[:, :-1], "y": rows[:, 1:], "reset": reset}
+        return {"x": batch[:, :-1], "y": batch[:, 1:], "reset": reset}
 
     def __iter__(self) -> Iterator[dict]:
         start = self.position()
@@ -120,7 +121,7 @@ class Windows(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = int(self.keep[i]) * self.T
         stop = min(start + self.T + 1, len(self.ids))
-        piece = gather(self.ids, torch.arange(start, stop))
+        piece = rows(self.ids, torch.tensor([start]), stop - start)[0]
         x = torch.zeros(self.T, dtype=torch.long)
         y = torch.full((self.T,), IGNORE, dtype=torch.long)
         x[: len(piece) - 1], y[: len(piece) - 1] = piece[:-1], piece[1:]

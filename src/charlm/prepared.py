@@ -1,11 +1,11 @@
-"""A corpus prepared once into an on-disk array of character ids, read back through a memory map.
+"""A corpus prepared once into an on-disk array of character ids, read back window by window.
 
 Memory must not grow with the corpus, so preparation streams the text in chunks twice: the first
 pass hashes it and counts every character (that count is the vocabulary), the second writes the
 ids in the smallest dtype that holds the vocabulary (uint8 up to 256 characters, then uint16, then
 int32). The result is kept under the text's content hash and reused by every later run; a small
 index keyed by the files' paths, sizes and change times remembers that hash, so a second run
-reads no text at all. Training then reads windows straight from the memory map (`Tokens`).
+reads no text at all. Training then reads its windows from that file (`Tokens`).
 """
 
 from __future__ import annotations
@@ -44,24 +44,20 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 
 class Tokens:
-    """A run of ids in a file, mapped on first use.
+    """A run of ids in a file, read with positioned reads.
 
-    Slicing is free (a view of the same file) and pickling carries only the path, so DataLoader
-    workers and spawned ranks map the file themselves instead of receiving a copy of it.
+    Not a memory map: pages of a mapped file count in the process's resident memory once touched,
+    and random windows over a large file touch most of it (measured: a 1 GiB corpus added 1.3 GB of
+    RSS in a 30-step run). A read goes through the page cache, which the kernel shares and reclaims,
+    so the process stays as small as with a short corpus. Slicing is free (a view of the same file)
+    and pickling carries only the path, so spawned ranks and workers open the file themselves.
     """
 
     def __init__(self, path: str | Path, dtype: np.dtype | str, start: int = 0, stop: int | None = None):
         self.path, self.dtype = Path(path), np.dtype(dtype)
         self.start = start
         self.stop = self.path.stat().st_size // self.dtype.itemsize if stop is None else stop
-        self._array: np.ndarray | None = None
-
-    @property
-    def array(self) -> np.ndarray:
-        if self._array is None:
-            whole = np.memmap(self.path, dtype=self.dtype, mode="r") if self.stop > 0 else np.zeros(0, self.dtype)
-            self._array = whole[self.start : self.stop]
-        return self._array
+        self._fd: int | None = None
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -72,16 +68,28 @@ class Tokens:
             raise ValueError("Tokens take contiguous slices only")
         return Tokens(self.path, self.dtype, self.start + start, self.start + max(start, stop))
 
-    def take(self, index: torch.Tensor) -> torch.Tensor:
-        """The ids at `index` (any shape) as an int64 tensor of the same shape."""
-        return torch.from_numpy(self.array[index.numpy()].astype(np.int64))
+    def read(self, start: int, length: int) -> np.ndarray:
+        """`length` ids from position `start` (of this slice) on."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        size = self.dtype.itemsize
+        raw = os.pread(self._fd, length * size, (self.start + start) * size)
+        return np.frombuffer(raw, dtype=self.dtype)
+
+    def rows(self, starts: torch.Tensor, length: int) -> torch.Tensor:
+        """(B, length) int64 ids, row b read from position starts[b] on."""
+        return torch.from_numpy(np.stack([self.read(int(s), length) for s in starts]).astype(np.int64))
 
     def tensor(self) -> torch.Tensor:
         """All ids as an int64 tensor: for short runs only, it holds 8 bytes per character."""
-        return torch.from_numpy(np.asarray(self.array, dtype=np.int64))
+        return torch.from_numpy(self.read(0, len(self)).astype(np.int64))
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_array": None}
+        return {**self.__dict__, "_fd": None}
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
 
 
 @dataclass
@@ -230,7 +238,7 @@ def prepare(
     store = PreparedStore(cache_dir)
     remembered = store.remembered_hash(files)
     if remembered is not None and (found := store.load(cache_key(remembered, vocab, unknown))) is not None:
-        log.info(f"{name}: {len(found.tokens):,} characters prepared before, mapped from {found.tokens.path}")
+        log.info(f"{name}: {len(found.tokens):,} characters prepared before, in {found.tokens.path}")
         return found
 
     started = time.perf_counter()

@@ -14,12 +14,11 @@ Per run:
   override (`+callbacks.scale_probe`): nothing in the training code is changed for it.
 - wall s: from the start of the command to its exit (30 steps and one validation by default).
 - peak RSS MB: the peak resident set of the training process as the kernel reports it to its
-  parent (`os.wait4`'s rusage, the same figure as RUSAGE_CHILDREN of a wrapper per run). Pages
-  of the memory-mapped ids that training windows and validation read count in it as file-backed
-  pages: shared, dropped by the kernel under pressure, but resident. "file MB" is the resident
-  file-backed memory at the end of the second run's training: the ids' pages plus the shared
-  libraries (torch alone is a few hundred MB), so its growth over the baseline is what the
-  mapped ids hold resident.
+  parent (`os.wait4`'s rusage, the same figure as RUSAGE_CHILDREN of a wrapper per run). Mapped
+  file pages would count in it (the ids are read with positioned reads, not mapped, for that
+  reason). "file MB" is the resident file-backed memory at the end of the second run's
+  training: the shared libraries (torch alone is a few hundred MB) plus anything mapped, so its
+  growth over the baseline shows whether the corpus is held resident.
 """
 
 from __future__ import annotations
@@ -61,7 +60,7 @@ RUN_OVERRIDES = [
     "threads=1",
 ]
 PREPARED = re.compile(r"prepared ([\d,]+) characters \(([\d,]+) distinct, (\w+)\) in ([\d.]+) s")
-MAPPED = re.compile(r"([\d,]+) characters prepared before, mapped from")
+MAPPED = re.compile(r"([\d,]+) characters prepared before, in ")
 VOCAB = re.compile(r"vocabulary of ([\d,]+) characters")
 GOALS = {"delta_rss_mb": 300.0, "prep_s": 90.0, "startup_slack_s": 1.0, "startup_slack": 0.2}
 
@@ -180,7 +179,7 @@ class RunResult:
     first_step_s: float
     wall_s: float
     peak_rss_mb: float
-    prep_s: float | None  # None when the corpus was mapped from the cache
+    prep_s: float | None  # None when the corpus was found in the cache
     mapped: bool
     characters: int
     vocab: int
