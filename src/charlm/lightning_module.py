@@ -64,15 +64,23 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def parameter_groups(net: CharNet, optimizer: dict) -> list[dict]:
+    """The groups the optimiser is given: its own split when its class defines one (`MuonAdamW`),
+    else weight decay on matrices only, never on biases or norms."""
+    split = getattr(get_class(optimizer["_target_"]), "parameter_groups", None)
+    if callable(split):
+        return split(net)
+    decay = [p for p in net.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in net.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def optimizer_and_schedule(net: CharNet, optimizer: dict, scheduler: dict | None, max_steps: int):
-    """The optimiser config bound to `net` (weight decay on matrices only) and its warm-up/cosine LambdaLR.
+    """The optimiser config bound to `net` (groups: `parameter_groups`) and its warm-up/cosine LambdaLR.
 
     One definition for the LightningModule and the benchmark's plain loop, so both train alike.
     """
-    decay = [p for p in net.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in net.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-    bound = instantiate(optimizer, _partial_=True)(groups)
+    bound = instantiate(optimizer, _partial_=True)(parameter_groups(net, optimizer))
     sched = scheduler or {}
     total = sched.get("total_steps") or max_steps
     factor = WarmupCosine(
