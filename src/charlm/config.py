@@ -40,6 +40,8 @@ class Scheduler:
     decay: str = "cosine"
     min_lr_ratio: float = 0.1
     total_steps: int | None = None
+    budget: str = "steps"
+    warmup_fraction: float = 0.02
 
 
 @dataclass
@@ -150,9 +152,22 @@ def check_config(cfg: DictConfig) -> None:
     steps = OmegaConf.select(cfg, "trainer.max_steps")
     if isinstance(steps, int) and (steps == 0 or steps < -1):
         raise CharLMError(f"trainer.max_steps={steps} is not valid: expected a positive integer (or -1 for no limit)")
+    check_budget(cfg)
     every = OmegaConf.select(cfg, "callbacks.model_checkpoint.every_n_train_steps")
     if isinstance(every, int) and every < 1:
         raise CharLMError(f"callbacks.model_checkpoint.every_n_train_steps={every} is not valid: expected >= 1")
+
+
+def check_budget(cfg: DictConfig) -> None:
+    """A time-budgeted schedule needs the budget (trainer.max_time) and a warm-up shorter than it."""
+    budget = OmegaConf.select(cfg, "scheduler.budget", default="steps")
+    if budget not in ("steps", "time"):
+        raise CharLMError(f"scheduler.budget={budget!r} is not valid; choose one of steps, time")
+    fraction = OmegaConf.select(cfg, "scheduler.warmup_fraction", default=0.0)
+    if isinstance(fraction, (int, float)) and not 0 <= fraction < 1:
+        raise CharLMError(f"scheduler.warmup_fraction={fraction} is not valid: expected a number in [0, 1)")
+    if budget == "time" and OmegaConf.select(cfg, "trainer.max_time") is None:
+        raise CharLMError("scheduler.budget=time needs trainer.max_time (e.g. trainer.max_time=00:01:00:00)")
 
 
 def resolve_threads(cfg: DictConfig) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import Timer
 from torchmetrics import MeanMetric
 
 from charlm.checkpoint import save_last_checkpoint
@@ -61,7 +62,44 @@ class WarmupCosine:
         if not self.decay or self.total_steps <= self.warmup_steps:
             return 1.0
         progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return cosine_decay(self.min_ratio, progress)
+
+
+class TimedWarmupCosine:
+    """Learning-rate factor by elapsed training time (`progress`: a fraction of trainer.max_time): linear
+    warm-up from 0 over `warmup_fraction`, then cosine decay to exactly `min_ratio` at the budget's end.
+
+    The LightningModule sets `progress` before each scheduler step (`lr_scheduler_step`); the trainer is not
+    kept here because LambdaLR saves this object's attributes in the checkpoint.
+    """
+
+    def __init__(self, warmup_fraction: float, min_ratio: float, decay: bool = True):
+        self.warmup_fraction, self.min_ratio, self.decay = warmup_fraction, min_ratio, decay
+        self.progress = 0.0
+
+    def __call__(self, step: int) -> float:
+        progress = min(1.0, max(0.0, self.progress))
+        if progress < self.warmup_fraction:
+            return progress / self.warmup_fraction
+        if not self.decay:
+            return 1.0
+        return cosine_decay(self.min_ratio, (progress - self.warmup_fraction) / (1 - self.warmup_fraction))
+
+
+def cosine_decay(min_ratio: float, progress: float) -> float:
+    """From 1 at progress 0 to `min_ratio` at progress 1, along half a cosine."""
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def time_progress(trainer: L.Trainer) -> float:
+    """Training time elapsed as a fraction of trainer.max_time, from Lightning's Timer callback, which
+    keeps the elapsed time in the checkpoint, so a resumed run goes on where it stopped."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    if remaining is None:
+        raise CharLMError("scheduler.budget=time needs trainer.max_time (e.g. trainer.max_time=00:01:00:00)")
+    elapsed = timer.time_elapsed()
+    return min(1.0, elapsed / max(elapsed + remaining, 1e-9))
 
 
 def parameter_groups(net: CharNet, optimizer: dict) -> list[dict]:
@@ -81,15 +119,18 @@ def optimizer_and_schedule(net: CharNet, optimizer: dict, scheduler: dict | None
     One definition for the LightningModule and the benchmark's plain loop, so both train alike.
     """
     bound = instantiate(optimizer, _partial_=True)(parameter_groups(net, optimizer))
-    sched = scheduler or {}
+    return bound, torch.optim.lr_scheduler.LambdaLR(bound, lr_factor(scheduler or {}, max_steps))
+
+
+def lr_factor(sched: dict, max_steps: int) -> WarmupCosine | TimedWarmupCosine:
+    """The schedule's factor: by optimiser steps (budget=steps, the default) or by elapsed time (budget=time)."""
+    decay = sched.get("decay", "cosine") == "cosine"
+    if sched.get("budget", "steps") == "time":
+        return TimedWarmupCosine(sched.get("warmup_fraction", 0.02), sched.get("min_lr_ratio", 0.1), decay)
     total = sched.get("total_steps") or max_steps
-    factor = WarmupCosine(
-        sched.get("warmup_steps", 0),
-        total if total and total > 0 else 0,
-        sched.get("min_lr_ratio", 0.1),
-        sched.get("decay", "cosine") == "cosine",
+    return WarmupCosine(
+        sched.get("warmup_steps", 0), total if total and total > 0 else 0, sched.get("min_lr_ratio", 0.1), decay
     )
-    return bound, torch.optim.lr_scheduler.LambdaLR(bound, factor)
 
 
 def is_last_step(trainer: L.Trainer) -> bool:
@@ -219,6 +260,13 @@ class CharLM(L.LightningModule):
             self.net, dict(self.hparams.optimizer), self.hparams.scheduler, self.trainer.max_steps
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """A time-budgeted schedule reads the elapsed time just before it sets the next step's lr."""
+        factors = getattr(scheduler, "lr_lambdas", ())
+        if factors and isinstance(factors[0], TimedWarmupCosine):
+            factors[0].progress = time_progress(self.trainer)  # one object, shared by every group
+        super().lr_scheduler_step(scheduler, metric)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip for fused optimisers (fused AdamW) too, when no GradScaler is in play (32-true, bf16-mixed).
