@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from charlm.errors import CharLMError
-from charlm.tooling.sweep import SweepCallback, varying_overrides
+from charlm.tooling.sweep import SweepCallback, plot_val_loss, read_scalars, varying_overrides
 
 from conftest import ROOT
 
@@ -111,6 +112,25 @@ def assert_ok(row: dict[str, str]) -> None:
     assert math.isfinite(float(row["best_val_loss"])) and float(row["best_val_loss"]) <= float(row["final_val_loss"])
     assert abs(float(row["best_val_bpc"]) - float(row["best_val_loss"]) / math.log(2)) < 1e-4
     assert float(row["tokens_per_sec"]) > 0 and float(row["wall_time_s"]) > 0
+    assert 0 < float(row["best_val_seconds"]) <= float(row["wall_time_s"])  # on the time axis of the chart
+
+
+def test_val_loss_is_read_against_seconds_since_the_job_began_and_charted_both_ways(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(tmp_path)  # its first event marks the job's start
+    start = time.time()
+    for step, (value, seconds) in enumerate([(2.0, 10.0), (1.5, 25.0)]):
+        writer.add_scalar("val/loss", value, global_step=step, walltime=start + seconds)
+    writer.close()
+    loss = read_scalars(tmp_path)["val/loss"]
+    assert [(step, value) for step, value, _ in loss] == [(0, 2.0), (1, 1.5)]
+    assert [seconds for *_, seconds in loss] == [pytest.approx(10.0, abs=1.0), pytest.approx(25.0, abs=1.0)]
+    chart = tmp_path / "val_loss.png"
+    plot_val_loss([{"job": 0, "_val_loss": loss}], ["model=lstm"], chart)
+    png = chart.read_bytes()
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert png[:4] == b"\x89PNG" and width > 2 * height  # two panels side by side: by step, by time
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from charlm.config import check_config
+from charlm.config import check_config, schedule_budget
 from charlm.errors import CharLMError
 from charlm.lightning_module import TimedWarmupCosine, optimizer_and_schedule, time_progress
 
@@ -91,6 +91,7 @@ def test_the_lambda_lr_scales_every_group_by_the_time_factor():
     [
         (["scheduler.budget=time"], "scheduler.budget=time needs trainer.max_time"),
         (["scheduler.budget=hours"], "scheduler.budget"),
+        (["scheduler.budget=steps", "trainer.max_time=00:00:01:00"], "scheduler.budget=steps decays over"),
         (["scheduler.budget=time", "trainer.max_time=00:00:01:00", "scheduler.warmup_fraction=1.0"], "warmup_fraction"),
     ],
 )
@@ -98,6 +99,16 @@ def test_bad_time_budget_settings_are_refused(overrides, message, tmp_path):
     cfg = compose_train([f"hydra.run.dir={tmp_path}", *overrides])
     with pytest.raises(CharLMError, match=message):
         check_config(cfg)
+
+
+def test_a_max_time_alone_makes_the_budget_time_and_lifts_the_step_limit(tmp_path):
+    timed = compose_train([f"hydra.run.dir={tmp_path}", "trainer.max_time=00:00:02:00"])
+    assert schedule_budget(timed) == "time" and timed.trainer.max_steps == -1
+    check_config(timed)
+    untimed = compose_train([f"hydra.run.dir={tmp_path}"])
+    assert schedule_budget(untimed) == "steps" and untimed.trainer.max_steps == 3600
+    capped = compose_train([f"hydra.run.dir={tmp_path}", "trainer.max_time=00:00:02:00", "trainer.max_steps=500"])
+    assert schedule_budget(capped) == "time" and capped.trainer.max_steps == 500  # whichever ends first
 
 
 def scalars(run) -> dict[str, list[tuple[int, float]]]:
@@ -110,12 +121,10 @@ def test_a_time_budgeted_run_stops_on_time_at_its_floor_lr_and_validates_its_las
     run = tmp_path / "run"
     done = train_cli(
         run,
-        *tiny_overrides("lstm"),
+        *(o for o in tiny_overrides("lstm") if not o.startswith("trainer.max_steps")),  # the default, lifted
         f"data.path={corpus}",
-        "trainer.max_steps=1000000",
         "trainer.val_check_interval=100000",
-        "trainer.max_time=00:00:00:05",
-        "scheduler.budget=time",
+        "trainer.max_time=00:00:00:05",  # scheduler.budget=auto: the schedule follows the clock
         "scheduler.warmup_fraction=0.1",
         "scheduler.min_lr_ratio=0.1",
     )

@@ -40,7 +40,7 @@ class Scheduler:
     decay: str = "cosine"
     min_lr_ratio: float = 0.1
     total_steps: int | None = None
-    budget: str = "steps"
+    budget: str = "auto"
     warmup_fraction: float = 0.02
 
 
@@ -158,16 +158,41 @@ def check_config(cfg: DictConfig) -> None:
         raise CharLMError(f"callbacks.model_checkpoint.every_n_train_steps={every} is not valid: expected >= 1")
 
 
+def step_limit(steps: int, max_time: str | None) -> int:
+    """trainer.max_steps by default: `steps`, or no step limit (-1) when trainer.max_time sets a time budget,
+    so that the clock, not a step count meant for a slower machine, ends a timed run."""
+    return -1 if max_time else steps
+
+
+OmegaConf.register_new_resolver("charlm.step_limit", step_limit, replace=True)
+
+
+def schedule_budget(cfg: DictConfig) -> str:
+    """scheduler.budget with `auto` decided: time when trainer.max_time is set, else steps."""
+    budget = OmegaConf.select(cfg, "scheduler.budget", default="auto")
+    if budget == "auto":
+        return "time" if OmegaConf.select(cfg, "trainer.max_time") else "steps"
+    return budget
+
+
 def check_budget(cfg: DictConfig) -> None:
-    """A time-budgeted schedule needs the budget (trainer.max_time) and a warm-up shorter than it."""
-    budget = OmegaConf.select(cfg, "scheduler.budget", default="steps")
-    if budget not in ("steps", "time"):
-        raise CharLMError(f"scheduler.budget={budget!r} is not valid; choose one of steps, time")
+    """A time-budgeted schedule needs the budget (trainer.max_time) and a warm-up shorter than it; a
+    step-budgeted one needs a step count to decay over."""
+    budget = OmegaConf.select(cfg, "scheduler.budget", default="auto")
+    if budget not in ("auto", "steps", "time"):
+        raise CharLMError(f"scheduler.budget={budget!r} is not valid; choose one of auto, steps, time")
     fraction = OmegaConf.select(cfg, "scheduler.warmup_fraction", default=0.0)
     if isinstance(fraction, (int, float)) and not 0 <= fraction < 1:
         raise CharLMError(f"scheduler.warmup_fraction={fraction} is not valid: expected a number in [0, 1)")
     if budget == "time" and OmegaConf.select(cfg, "trainer.max_time") is None:
         raise CharLMError("scheduler.budget=time needs trainer.max_time (e.g. trainer.max_time=00:01:00:00)")
+    decays = OmegaConf.select(cfg, "scheduler.decay", default="cosine") == "cosine"
+    total = OmegaConf.select(cfg, "scheduler.total_steps") or OmegaConf.select(cfg, "trainer.max_steps")
+    if schedule_budget(cfg) == "steps" and decays and isinstance(total, int) and total < 0:
+        raise CharLMError(
+            "scheduler.budget=steps decays over trainer.max_steps, which is -1 (no limit); "
+            "set trainer.max_steps or scheduler.total_steps, or use scheduler.budget=time"
+        )
 
 
 def resolve_threads(cfg: DictConfig) -> int:

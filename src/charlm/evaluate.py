@@ -85,7 +85,7 @@ def run_datamodule(ckpt: Path) -> CharDataModule:
     from charlm.train import instantiate
 
     cfg = run_config(ckpt)
-    data = OmegaConf.to_container(cfg, resolve=True)["data"]
+    data = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = instantiate(data)
     if not isinstance(datamodule, CharDataModule):
         raise CharLMError(f"{ckpt} was trained on {data['_target_']} data; charlm-evaluate scores text models")

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from charlm.callbacks import CheckpointOnInterrupt, HparamsTable
 from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, load_checkpoint, resume_checkpoint
-from charlm.config import check_config, resolve_threads
+from charlm.config import check_config, resolve_threads, schedule_budget
 from charlm.errors import CharLMError
 from charlm.lightning_module import CharLM, module_class
 from charlm.tooling.ddp import ddp_fit
@@ -63,7 +63,7 @@ def build_module(cfg: DictConfig, vocab: str) -> CharLM:
         model=model,
         vocab=vocab,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        scheduler={**OmegaConf.to_container(cfg.scheduler, resolve=True), "budget": schedule_budget(cfg)},
         carry_state=cfg.data.get("sampling") == "stream",
         compile=bool(cfg.model.get("compile", False)),
     )

@@ -52,6 +52,7 @@ SUMMARY_COLUMNS = (
     "steps",
     "best_val_loss",
     "best_val_bpc",
+    "best_val_seconds",
     "final_val_loss",
     "final_val_bpc",
     "tokens_per_sec",
@@ -191,8 +192,12 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml"))
 
 
-def read_scalars(job_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """The job's TensorBoard scalars that the summary uses, as (step, value) lists."""
+def read_scalars(job_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
+    """The job's TensorBoard scalars that the summary uses, as (step, value, seconds) lists.
+
+    Seconds count from the job's first event, which the logger writes as training starts, so jobs
+    that ran at different times (or side by side) share one time axis.
+    """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not any(job_dir.glob("events.out.tfevents.*")):
@@ -200,8 +205,12 @@ def read_scalars(job_dir: Path) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(job_dir), size_guidance={"scalars": 0})
     events.Reload()
     tags = events.Tags().get("scalars", [])
+    try:
+        start = events.FirstEventTimestamp()
+    except ValueError:  # no event at all yet
+        return {}
     return {
-        tag: [(e.step, e.value) for e in events.Scalars(tag)]
+        tag: [(e.step, e.value, e.wall_time - start) for e in events.Scalars(tag)]
         for tag in ("val/loss", "val/bpc", "train/tokens_per_sec")
         if tag in tags
     }
@@ -219,7 +228,7 @@ def summary_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     scalars = read_scalars(job_dir)
     loss, bpc = scalars.get("val/loss", []), scalars.get("val/bpc", [])
     best = min(range(len(loss)), key=lambda i: loss[i][1] if math.isfinite(loss[i][1]) else math.inf, default=None)
-    rates = [v for _, v in scalars.get("train/tokens_per_sec", [])]
+    rates = [v for _, v, _ in scalars.get("train/tokens_per_sec", [])]
     status = result.get("status") or "failed"
     error = result.get("error", "") if "status" in result else "no result: the job was killed or is still running"
     return {
@@ -230,6 +239,7 @@ def summary_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "steps": result.get("steps", loss[-1][0] + 1 if loss else None),
         "best_val_loss": loss[best][1] if best is not None else result.get("best_val_loss"),
         "best_val_bpc": bpc[best][1] if best is not None and len(bpc) == len(loss) else result.get("best_val_bpc"),
+        "best_val_seconds": round(loss[best][2], 1) if best is not None else None,
         "final_val_loss": loss[-1][1] if loss else result.get("final_val_loss"),
         "final_val_bpc": bpc[-1][1] if bpc else result.get("final_val_bpc"),
         "tokens_per_sec": statistics.median(rates) if rates else None,  # the median skips the warm-up interval
@@ -264,6 +274,7 @@ def markdown_table(sweep_dir: Path, rows: list[dict[str, Any]], labels: list[str
         "params",
         "best val/loss",
         "best val/bpc",
+        "best at (s)",
         "final val/loss",
         "final val/bpc",
         "tokens/s",
@@ -286,6 +297,7 @@ def markdown_table(sweep_dir: Path, rows: list[dict[str, Any]], labels: list[str
             fmt(row["num_params"]),
             fmt(row["best_val_loss"]),
             fmt(row["best_val_bpc"]),
+            fmt(row["best_val_seconds"], 1),
             fmt(row["final_val_loss"]),
             fmt(row["final_val_bpc"]),
             fmt(row["tokens_per_sec"]),
@@ -305,21 +317,25 @@ def markdown_table(sweep_dir: Path, rows: list[dict[str, Any]], labels: list[str
 
 
 def plot_val_loss(rows: list[dict[str, Any]], labels: list[str], path: Path) -> None:
-    """val/loss against training step, one line per job (Agg: no display needed)."""
+    """val/loss per job against training step (left) and against seconds of training (right): steps
+    compare recipes, seconds compare what each job bought with the time it took (Agg: no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 5), layout="constrained")
+    fig = Figure(figsize=(13, 5), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    by_step, by_time = fig.subplots(1, 2, sharey=True)
     for row, label in zip(rows, labels, strict=True):
         if row["_val_loss"]:
-            steps, values = zip(*row["_val_loss"], strict=True)
-            ax.plot(steps, values, marker="o", markersize=3, label=f"#{row['job']} {label}")
-    ax.set(xlabel="training step", ylabel="val/loss (nats per character)", title="Validation loss")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize="small")
+            steps, values, seconds = zip(*row["_val_loss"], strict=True)
+            for ax, xs in ((by_step, steps), (by_time, seconds)):
+                ax.plot(xs, values, marker="o", markersize=3, label=f"#{row['job']} {label}")
+    by_step.set(xlabel="training step", ylabel="val/loss (nats per character)", title="Validation loss by step")
+    by_time.set(xlabel="seconds since the job started training", title="Validation loss by time")
+    for ax in (by_step, by_time):
+        ax.grid(alpha=0.3)
+    if by_time.lines:
+        by_time.legend(fontsize="small")
     fig.savefig(path, dpi=120)
 
 
