@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlm.checks import require_choice, require_dropout, require_positive
+from charlm.errors import CharLMError
 from charlm.models.base import CharNet
 from charlm.models.cells import GATES, ScratchRecurrent
 
@@ -16,10 +17,16 @@ TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 class RecurrentLM(CharNet):
-    """ids -> embedding or one-hot -> stacked recurrent layers -> dropout -> linear head.
+    """ids -> embedding or one-hot -> stacked recurrent layers -> [LayerNorm] -> dropout -> linear head.
 
     impl="torch" uses nn.RNN/nn.LSTM/nn.GRU (cuDNN on GPU); impl="scratch" the written-out
     cells of `cells.py`. Both share parameter names, so their checkpoints are interchangeable.
+
+    `tie_weights` makes the head read logits off the input embedding (Press & Wolf, 2017; Inan et al.,
+    2017), through a linear map from hidden_size to embedding_dim when the two differ. `layer_norm`
+    normalises the top layer's output before the head; it leaves the cells themselves alone, which keeps
+    the fused nn.LSTM/nn.GRU kernels (a layer-normalised cell, Ba et al. 2016, would need the slow
+    Python cells).
     """
 
     carries_state = True
@@ -34,6 +41,8 @@ class RecurrentLM(CharNet):
         dropout: float = 0.0,
         input: str = "embedding",
         embedding_dim: int = 64,
+        tie_weights: bool = False,
+        layer_norm: bool = False,
     ):
         super().__init__()
         require_choice("model.cell", cell, GATES)
@@ -53,8 +62,18 @@ class RecurrentLM(CharNet):
             self.rnn = TORCH_MODULES[cell](input_size, hidden_size, num_layers, batch_first=True, dropout=layer_dropout)
         else:
             self.rnn = ScratchRecurrent(cell, input_size, hidden_size, num_layers, layer_dropout)
+        self.norm = nn.LayerNorm(hidden_size) if layer_norm else nn.Identity()
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size, vocab_size)
+        if tie_weights:
+            if self.embed is None:
+                raise CharLMError("model.tie_weights=true needs model.input=embedding: a one-hot input has no weights")
+            width = self.embed.embedding_dim
+            self.proj: nn.Module = nn.Linear(hidden_size, width, bias=False) if width != hidden_size else nn.Identity()
+            self.head = nn.Linear(width, vocab_size)
+            self.head.weight = self.embed.weight  # (V, E): one matrix reads characters in and scores them out
+        else:
+            self.proj = nn.Identity()
+            self.head = nn.Linear(hidden_size, vocab_size)
 
     def forward(self, ids: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         if self.embed is not None:
@@ -62,4 +81,4 @@ class RecurrentLM(CharNet):
         else:
             x = F.one_hot(ids, self.vocab_size).float()  # (B, T, V)
         out, state = self.rnn(x, state)  # (B, T, H)
-        return self.head(self.drop(out)), state  # (B, T, V)
+        return self.head(self.proj(self.drop(self.norm(out)))), state  # (B, T, V)

@@ -1,0 +1,95 @@
+"""The recurrent models' options: a tied head and an output LayerNorm each learn, and are off by default."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charlm import CharLMError, Vocab
+from charlm.models import RecurrentLM
+from charlm.train import build_module
+
+from conftest import compose_train, make_text
+
+TEXT = make_text(257, seed=5)
+VOCAB = Vocab.from_text(TEXT)
+V = len(VOCAB)
+
+OPTIONS = {
+    "tied_head": {"tie_weights": True},
+    "tied_head_same_width": {"tie_weights": True, "embedding_dim": 32},  # no projection needed
+    "layer_norm": {"layer_norm": True},
+    "both": {"tie_weights": True, "layer_norm": True},
+}
+
+
+def make(cell: str = "lstm", **options) -> RecurrentLM:
+    torch.manual_seed(0)
+    settings = {"hidden_size": 32, "num_layers": 2, "embedding_dim": 16, **options}
+    return RecurrentLM(V, cell=cell, **settings)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these nets are too small to gain from more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("name", "cell"), [(name, "lstm") for name in OPTIONS] + [("both", "gru"), ("both", "rnn")])
+def test_each_option_overfits_a_small_text(name, cell):
+    ids = VOCAB.encode(TEXT)
+    x, y = ids[:-1].view(4, 64), ids[1:].view(4, 64)  # (B, T)
+    net = make(cell, **OPTIONS[name])
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(150):
+        logits, _ = net(x)
+        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.05 * losses[0], (losses[0], losses[-1])
+
+
+def test_a_tied_head_scores_characters_with_the_input_embedding():
+    untied, tied = make(), make(tie_weights=True)
+    assert tied.head.weight is tied.embed.weight
+    assert tied.proj.weight.shape == (16, 32)  # hidden 32 -> embedding 16
+    params = {id(p) for p in tied.parameters()}
+    assert tied.embed.weight.grad is None and id(tied.head.weight) in params
+    # the head's V x H matrix is gone, an H x E projection came in
+    saved = V * 32 - 32 * 16
+    assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in tied.parameters()) == saved
+    logits, _ = tied(VOCAB.encode(TEXT[:20])[None])
+    logits.sum().backward()
+    assert tied.embed.weight.grad is not None and tied.embed.weight.grad.abs().sum() > 0
+
+
+def test_a_tied_head_needs_an_embedding():
+    with pytest.raises(CharLMError, match="tie_weights=true needs model.input=embedding"):
+        make(tie_weights=True, input="onehot")
+
+
+def test_layer_norm_normalises_what_the_head_reads():
+    net = make(layer_norm=True).eval()
+    seen = []
+    net.proj.register_forward_hook(lambda _module, inputs, _out: seen.append(inputs[0]))
+    net(VOCAB.encode(TEXT[:30])[None])
+    (features,) = seen  # (B, T, H)
+    torch.testing.assert_close(features.mean(-1), torch.zeros(1, 30), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        features.std(-1, unbiased=False), torch.ones(1, 30), atol=1e-2, rtol=0
+    )  # LayerNorm's eps
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
+def test_defaults_keep_the_recurrent_models_and_their_checkpoints_unchanged(model, tmp_path):
+    cfg = compose_train([f"hydra.run.dir={tmp_path}", f"model={model}"])
+    assert cfg.model.tie_weights is False and cfg.model.layer_norm is False
+    net = build_module(cfg, VOCAB.chars).net
+    names = {name for name, _ in net.named_parameters()}
+    assert not any(name.startswith(("proj", "norm")) for name in names)
+    assert {"embed.weight", "head.weight", "head.bias"} <= names
