@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from charlm.errors import CharLMError
-from charlm.tooling.sweep import SweepCallback, plot_val_loss, read_scalars, varying_overrides
+from charlm.tooling.sweep import SweepCallback, job_dirname, plot_val_loss, read_scalars, varying_overrides
 
 from conftest import ROOT
 
@@ -113,6 +113,12 @@ def assert_ok(row: dict[str, str]) -> None:
     assert abs(float(row["best_val_bpc"]) - float(row["best_val_loss"]) / math.log(2)) < 1e-4
     assert float(row["tokens_per_sec"]) > 0 and float(row["wall_time_s"]) > 0
     assert 0 < float(row["best_val_seconds"]) <= float(row["wall_time_s"])  # on the time axis of the chart
+
+
+def test_a_job_dir_names_escaped_values_as_the_user_wrote_them():
+    # a multirun hands each job its overrides escaped for Hydra's grammar; a backslash is not a path here
+    overrides = ["trainer.max_time=00\\:00\\:02\\:00", "model=lstm", "data.path=/data/my\\ books/a\\,b.txt"]
+    assert job_dirname(overrides, []) == "data.path=a,b.txt,model=lstm,trainer.max_time=00:00:02:00"
 
 
 def test_val_loss_is_read_against_seconds_since_the_job_began_and_charted_both_ways(tmp_path):

@@ -42,6 +42,7 @@ from charlm.record import RESULT_FILE, read_result, update_result
 log = logging.getLogger(__name__)
 
 PATH_VALUE = re.compile(r"[/\\]")  # a value with a slash names a file: only its last part goes into a dir name
+HYDRA_ESCAPE = re.compile(r"\\(.)")  # a sweep job's overrides come escaped: 00\:00\:02\:00, my\ books
 MAX_DIRNAME_BYTES = 200  # file systems refuse names over 255 bytes; a long override list is cut and hashed
 _current_sweep: dict[str, Path] = {}  # the sweep this process runs, for `failed_sweep_message`
 SUMMARY_COLUMNS = (
@@ -147,7 +148,7 @@ def job_dirname(overrides: list[str], exclude: list[str]) -> str:
         key, sep, value = override.partition("=")
         if key.lstrip("+~") in exclude:
             continue
-        value = value.strip("'\"")
+        value = HYDRA_ESCAPE.sub(r"\1", value.strip("'\""))
         if PATH_VALUE.search(value):
             value = PATH_VALUE.split(value.rstrip("/\\"))[-1] or "root"
         items.append(f"{key}{sep}{value}")
