@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from charlm import CharLMError, Vocab
 from charlm.models import RecurrentLM
+from charlm.sampling import SamplingOptions, generate_ids
 from charlm.train import build_module
 
 from conftest import compose_train, make_text
@@ -93,3 +94,21 @@ def test_defaults_keep_the_recurrent_models_and_their_checkpoints_unchanged(mode
     names = {name for name, _ in net.named_parameters()}
     assert not any(name.startswith(("proj", "norm")) for name in names)
     assert {"embed.weight", "head.weight", "head.bias"} <= names
+
+
+def test_carried_state_generation_equals_rereading_the_whole_text_with_both_options():
+    net = make(tie_weights=True, layer_norm=True)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():  # sharper logits than the init, so a state error would show
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    prompt = VOCAB.encode(TEXT[:6]).repeat(2, 1)
+
+    def trace(use_cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        seen: list[torch.Tensor] = []
+        ids = generate_ids(net, prompt, 30, SamplingOptions(), seed=3, use_cache=use_cache, on_logits=seen.append)
+        return torch.stack(seen), ids
+
+    (carried_logits, carried), (reread_logits, reread) = trace(True), trace(False)
+    torch.testing.assert_close(carried_logits, reread_logits, rtol=1e-4, atol=1e-4)
+    assert torch.equal(carried, reread)
