@@ -34,6 +34,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     specs = {
         "lstm": [*tiny_overrides("lstm"), "data.val_max_chars=400"],
         "transformer": [*tiny_overrides("transformer"), "data.test_fraction=0.1"],
+        "lstm_ema": [*tiny_overrides("lstm"), "averaging=ema", "averaging.decay=0.5"],
     }
     for name, overrides in specs.items():
         done = train_cli(root / name, *overrides, f"data.path={corpus}", env=env)
@@ -45,13 +46,21 @@ def final_val_loss(run: Path) -> float:
     return json.loads((run / "result.json").read_text())["final_val_loss"]
 
 
-@pytest.mark.parametrize("model", ["lstm", "transformer"])
+@pytest.mark.parametrize("model", ["lstm", "transformer", "lstm_ema"])
 def test_evaluate_scores_the_run_val_split_as_its_validation_did(runs, model):
     code, result, err = evaluate(f"ckpt_path={runs[model]}", "which=last", cache=runs["root"] / "cache")
     assert code == 0, err[-2000:]
     assert abs(result["loss"] - final_val_loss(runs[model])) < 1e-3
     assert result["bpc"] == pytest.approx(result["loss"] / np.log(2), abs=1e-5)
     assert {"chars", "skipped", "seconds"} <= set(result) and result["split"] == "val"
+
+
+def test_an_averaged_run_validates_and_saves_the_average_and_keeps_the_trained_weights(runs):
+    ckpt = torch.load(runs["lstm_ema"] / "checkpoints" / "last.ckpt", weights_only=True)
+    average, trained = ckpt["state_dict"], ckpt["current_model_state"]
+    assert average.keys() == trained.keys()
+    assert any(not torch.equal(average[k], trained[k]) for k in average)  # what evaluate and generate load
+    assert int(ckpt["averaging_state"]["n_averaged"]) == ckpt["global_step"]
 
 
 def test_a_val_subset_is_announced_in_the_log_and_scores_fewer_characters(runs):

@@ -124,6 +124,26 @@ def test_kill_at_an_arbitrary_step_then_resume_matches_uninterrupted_run(
     assert_same_run(final_state(run), uninterrupted(model, sampling))
 
 
+@pytest.mark.slow
+def test_an_averaged_run_killed_and_resumed_matches_an_uninterrupted_run(corpus, tmp_path):
+    args = [*run_args("lstm", corpus, "random"), "averaging=ema", "averaging.decay=0.9"]
+    reference = tmp_path / "reference"
+    assert train_cli(reference, *args).returncode == 0
+    run = tmp_path / "run"
+    proc = start(run, args)
+    wait_for(lambda: (run / "checkpoints" / "last.ckpt").exists())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] < STEPS
+    done = train_cli(run, *args, "ckpt_path=last")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_run(final_state(run), final_state(reference))  # the average: what was validated and saved
+    trained = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["current_model_state"]
+    ref_trained = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)["current_model_state"]
+    for name, tensor in ref_trained.items():
+        torch.testing.assert_close(trained[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_resume_skips_a_damaged_last_checkpoint_or_names_it(corpus, tmp_path):
     run = tmp_path / "run"
     args = [*tiny_overrides("gru"), f"data.path={corpus}"]

@@ -1,4 +1,4 @@
-"""Callbacks that show a run learning: sample text, throughput and the hparams table."""
+"""Callbacks that show a run learning (sample text, throughput, the hparams table) and keep it safe and averaged."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from charlm.checkpoint import save_last_checkpoint
-from charlm.errors import RunInterrupted
+from charlm.errors import CharLMError, RunInterrupted
 from charlm.record import update_result
 from charlm.sampling import generate
 
@@ -212,3 +213,21 @@ class RunResult(L.Callback):
             )
         Path(self.dirpath).mkdir(parents=True, exist_ok=True)
         update_result(self.dirpath, **fields)
+
+
+class WeightEMA(EMAWeightAveraging):
+    """Lightning's EMAWeightAveraging with its own keys only (the parent passes unknown ones on to
+    torch's AveragedModel, where a misspelt key would fail mid-run) and a decay checked up front."""
+
+    def __init__(self, decay: float = 0.998, update_every_n_steps: int = 1, update_starting_at_step: int | None = None):
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
+            raise CharLMError(f"averaging.decay={decay!r} is not valid: expected a number in [0, 1)")
+        if (
+            isinstance(update_every_n_steps, bool)
+            or not isinstance(update_every_n_steps, int)
+            or update_every_n_steps < 1
+        ):
+            raise CharLMError(f"averaging.update_every_n_steps={update_every_n_steps!r} is not valid: expected >= 1")
+        super().__init__(
+            decay=decay, update_every_n_steps=update_every_n_steps, update_starting_at_step=update_starting_at_step
+        )

@@ -58,6 +58,7 @@ class TrainConfig:
     model: Any = None
     trainer: Any = None
     optimizer: Any = None
+    averaging: Any = None
     scheduler: Scheduler = field(default_factory=Scheduler)
     logger: Any = None
     callbacks: Any = None

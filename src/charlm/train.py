@@ -102,8 +102,9 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """The `callbacks` group, less the progress bar when `trainer.enable_progress_bar=false`."""
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None and "_target_" in c]
+    """The `callbacks` group and the `averaging` one, less the progress bar when `trainer.enable_progress_bar=false`."""
+    nodes = [*cfg.get("callbacks", {}).values(), cfg.get("averaging")]
+    callbacks = [instantiate(c) for c in nodes if c is not None and "_target_" in c]
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return callbacks
