@@ -232,10 +232,12 @@ def summary_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     rates = [v for _, v, _ in scalars.get("train/tokens_per_sec", [])]
     status = result.get("status") or "failed"
     error = result.get("error", "") if "status" in result else "no result: the job was killed or is still running"
+    saved = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides = [HYDRA_ESCAPE.sub(r"\1", o) for o in saved]  # as the user wrote them
     return {
         "job": job_number(job_dir),
         "dir": job_dir.relative_to(sweep_dir).as_posix(),
-        "overrides": " ".join(yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []),
+        "overrides": " ".join(overrides),
         "num_params": result.get("num_params"),
         "steps": result.get("steps", loss[-1][0] + 1 if loss else None),
         "best_val_loss": loss[best][1] if best is not None else result.get("best_val_loss"),
@@ -248,12 +250,16 @@ def summary_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "status": status,
         "error": error,
         "_val_loss": loss,
+        "_overrides": overrides,
     }
 
 
 def varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
     """Per job, only the overrides that differ between jobs: what tells the jobs apart."""
-    parsed = [dict(o.split("=", 1) if "=" in o else (o, "") for o in row["overrides"].split()) for row in rows]
+    parsed = [
+        dict(o.split("=", 1) if "=" in o else (o, "") for o in row.get("_overrides", row["overrides"].split()))
+        for row in rows
+    ]
     keys = {k for p in parsed for k in p}
     varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
     labels = [" ".join(f"{k}={p[k]}" for k in sorted(varying) if k in p) for p in parsed]
@@ -335,9 +341,11 @@ def plot_val_loss(rows: list[dict[str, Any]], labels: list[str], path: Path) -> 
     by_time.set(xlabel="seconds since the job started training", title="Validation loss by time")
     for ax in (by_step, by_time):
         ax.grid(alpha=0.3)
-    if by_time.lines:
-        by_time.legend(fontsize="small")
-    fig.savefig(path, dpi=120)
+    if by_time.lines:  # below both panels, so long override labels do not squeeze the charts
+        handles, names = by_time.get_legend_handles_labels()
+        ncols = 2 if max(len(n) for n in names) <= 60 else 1
+        fig.legend(handles, names, loc="outside lower center", ncols=ncols, fontsize="small")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
 def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
