@@ -94,3 +94,13 @@ def test_evaluate_config_composes():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("evaluate", overrides=["ckpt_path=x", "context=stream"])
     assert cfg.context == "stream" and cfg.split == "val" and cfg.unknown == "error" and not cfg.dynamic_eval
+
+
+def test_the_speedrun_composes_to_its_recorded_recipe():
+    cfg = compose_train(["experiment=speedrun_cpu"])
+    check_config(cfg)
+    assert cfg.model._target_ == "charlm.models.RecurrentLM" and cfg.model.cell == "lstm"
+    assert cfg.averaging._target_ == "charlm.callbacks.WeightEMA" and cfg.averaging.decay == 0.999
+    assert (cfg.trainer.max_steps, cfg.optimizer.lr) == (4200, 3.0e-3)
+    assert cfg.trainer.max_steps % cfg.trainer.val_check_interval == 0  # its last step is a full validation
+    assert cfg.trainer.limit_val_batches == 1.0 and cfg.data.val_max_chars >= 0.1 * 1_115_394  # the whole val split
