@@ -102,3 +102,33 @@ def run_script(
 
 def train_cli(run_dir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return run_script("train.py", f"hydra.run.dir={run_dir}", *args, **kwargs)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, for modules of tiny nets (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    they gain nothing from more, and on a shared machine the extra threads only wait."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def overfit_losses(net, x, y, lr: float, steps: int = 150) -> list[float]:
+    """The loss at each of `steps` AdamW steps on one fixed batch, x and y (B, T): a net that can learn
+    drives it far below where it started."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        logits, _ = net(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

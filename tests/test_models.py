@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from charlm import CharLMError
 from charlm.models import BigramLM, RecurrentLM, TransformerLM
+
+from conftest import overfit_losses
 
 V = 11
 
@@ -95,14 +96,6 @@ def test_each_model_overfits_a_small_fixed_text(kind):
     text = torch.tensor([i % 7 for i in range(0, 65)])  # period-7 sequence
     x, y = text[:-1].view(4, 16), text[1:].view(4, 16)
     net = make(kind)
-    opt = torch.optim.AdamW(net.parameters(), lr=0.1 if kind == "bigram" else 1e-2)
-    losses = []
-    for _ in range(150):
-        logits, _ = net(x)
-        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = overfit_losses(net, x, y, lr=0.1 if kind == "bigram" else 1e-2)
     # A bigram table can learn this sequence exactly too: each id has one successor.
     assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])

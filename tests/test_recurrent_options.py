@@ -2,14 +2,15 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from charlm import CharLMError, Vocab
 from charlm.models import RecurrentLM
 from charlm.sampling import SamplingOptions, generate_ids
 from charlm.train import build_module
 
-from conftest import compose_train, make_text
+from conftest import compose_train, make_text, overfit_losses
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets
 
 TEXT = make_text(257, seed=5)
 VOCAB = Vocab.from_text(TEXT)
@@ -29,29 +30,12 @@ def make(cell: str = "lstm", **options) -> RecurrentLM:
     return RecurrentLM(V, cell=cell, **settings)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these nets are too small to gain from more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize(("name", "cell"), [(name, "lstm") for name in OPTIONS] + [("both", "gru"), ("both", "rnn")])
 def test_each_option_overfits_a_small_text(name, cell):
     ids = VOCAB.encode(TEXT)
     x, y = ids[:-1].view(4, 64), ids[1:].view(4, 64)  # (B, T)
     net = make(cell, **OPTIONS[name])
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(150):
-        logits, _ = net(x)
-        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = overfit_losses(net, x, y, lr=1e-2)
     assert losses[-1] < 0.05 * losses[0], (losses[0], losses[-1])
 
 

@@ -18,16 +18,9 @@ from charlm.seq2seq.model import Seq2Seq
 
 from conftest import run_script, train_cli
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets
+
 ALPHABET = "abcd"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared machine extra threads only wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def random_words(n: int, seed: int, max_len: int = 5) -> list[str]:

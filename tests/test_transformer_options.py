@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from charlm import CharLMError, Vocab
 from charlm.config import check_config
@@ -13,7 +12,9 @@ from charlm.models.transformer import Rotary, rotate
 from charlm.sampling import SamplingOptions, generate_ids
 from charlm.train import build_module
 
-from conftest import ROOT, compose_train, make_text, tiny_overrides
+from conftest import ROOT, compose_train, make_text, overfit_losses, tiny_overrides
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets
 
 TEXT = make_text(257, seed=3)
 VOCAB = Vocab.from_text(TEXT)
@@ -30,16 +31,6 @@ OPTIONS = {
     "logit_softcap": {"logit_softcap": 5.0},
 }
 OPTIONS["all_together"] = {k: v for opts in OPTIONS.values() for k, v in opts.items()}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these nets are too small to gain from more, and spinning worker threads
-    slow to a crawl when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make(block_size: int = 16, n_layer: int = 2, n_embd: int = 16, **options) -> TransformerLM:
@@ -70,15 +61,7 @@ def test_each_option_overfits_a_small_text(name):
     ids = VOCAB.encode(TEXT)
     x, y = ids[:-1].view(4, 64), ids[1:].view(4, 64)  # (B, T)
     net = make(block_size=64, n_embd=32, **OPTIONS[name])
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(150):
-        logits, _ = net(x)
-        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = overfit_losses(net, x, y, lr=1e-2)
     assert losses[-1] < 0.02 * losses[0], (losses[0], losses[-1])
 
 
