@@ -3,20 +3,19 @@ splits the parameters cleanly, follows the lr schedule, checkpoints both states 
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_resume import start, wait_for
+from test_resume import STEPS, kill_then_resume
+from test_resume import run_args as resume_run_args
 
 from charlm.lightning_module import build_net, optimizer_and_schedule
 from charlm.optimizers import MuonAdamW
 
-from conftest import compose_train, make_text, tiny_overrides, train_cli
+from conftest import compose_train, make_text, train_cli
 
-STEPS = 40
 VOCAB = 64  # more than the small text has
 
 
@@ -143,16 +142,8 @@ def test_load_state_dict_keeps_both_optimisers_linked():
 
 
 def run_args(model: str, corpus: Path, sampling: str) -> list[str]:
-    return [
-        *tiny_overrides(model),
-        "optimizer=muon",
-        f"data.path={corpus}",
-        f"data.sampling={sampling}",
-        f"trainer.max_steps={STEPS}",
-        "trainer.val_check_interval=10",
-        "callbacks.model_checkpoint.every_n_train_steps=4",
-        "model.dropout=0.1",
-    ]
+    """test_resume's short run, trained with Muon."""
+    return [*resume_run_args(model, corpus, sampling), "optimizer=muon"]
 
 
 @pytest.fixture(scope="module")
@@ -190,13 +181,7 @@ def test_muon_run_killed_and_resumed_matches_an_uninterrupted_run(model, samplin
     reference = tmp_path / "reference"
     assert train_cli(reference, *args).returncode == 0
     run = tmp_path / "run"
-    proc = start(run, args)
-    wait_for(lambda: (run / "checkpoints" / "last.ckpt").exists())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] < STEPS
-    done = train_cli(run, *args, "ckpt_path=last")
-    assert done.returncode == 0, done.stderr[-3000:]
+    kill_then_resume(run, args)
     weights, lr = final_weights(run)
     ref_weights, ref_lr = final_weights(reference)
     assert lr == ref_lr

@@ -49,6 +49,17 @@ def wait_for(condition, timeout: float = 120) -> None:
         time.sleep(0.005)
 
 
+def kill_then_resume(run: Path, args: list[str]) -> None:
+    """Start a run, SIGKILL it once it has written a checkpoint, and finish it with ckpt_path=last."""
+    proc = start(run, args)
+    wait_for(lambda: (run / "checkpoints" / "last.ckpt").exists())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] < STEPS
+    done = train_cli(run, *args, "ckpt_path=last")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def final_state(run_dir: Path) -> tuple[dict, dict[int, float]]:
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == STEPS
@@ -130,13 +141,7 @@ def test_an_averaged_run_killed_and_resumed_matches_an_uninterrupted_run(corpus,
     reference = tmp_path / "reference"
     assert train_cli(reference, *args).returncode == 0
     run = tmp_path / "run"
-    proc = start(run, args)
-    wait_for(lambda: (run / "checkpoints" / "last.ckpt").exists())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] < STEPS
-    done = train_cli(run, *args, "ckpt_path=last")
-    assert done.returncode == 0, done.stderr[-3000:]
+    kill_then_resume(run, args)
     assert_same_run(final_state(run), final_state(reference))  # the average: what was validated and saved
     trained = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["current_model_state"]
     ref_trained = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)["current_model_state"]
