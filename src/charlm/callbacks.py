@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from charlm.checkpoint import save_last_checkpoint
+from charlm.checks import require_fraction
 from charlm.errors import CharLMError, RunInterrupted
 from charlm.record import update_result
 from charlm.sampling import generate
@@ -220,8 +221,7 @@ class WeightEMA(EMAWeightAveraging):
     torch's AveragedModel, where a misspelt key would fail mid-run) and a decay checked up front."""
 
     def __init__(self, decay: float = 0.998, update_every_n_steps: int = 1, update_starting_at_step: int | None = None):
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
-            raise CharLMError(f"averaging.decay={decay!r} is not valid: expected a number in [0, 1)")
+        require_fraction("averaging.decay", decay)
         if (
             isinstance(update_every_n_steps, bool)
             or not isinstance(update_every_n_steps, int)

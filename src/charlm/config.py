@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from charlm.checks import require_fraction
 from charlm.cli import in_multirun
 from charlm.errors import CharLMError
 
@@ -183,8 +184,8 @@ def check_budget(cfg: DictConfig) -> None:
     if budget not in ("auto", "steps", "time"):
         raise CharLMError(f"scheduler.budget={budget!r} is not valid; choose one of auto, steps, time")
     fraction = OmegaConf.select(cfg, "scheduler.warmup_fraction", default=0.0)
-    if isinstance(fraction, (int, float)) and not 0 <= fraction < 1:
-        raise CharLMError(f"scheduler.warmup_fraction={fraction} is not valid: expected a number in [0, 1)")
+    if isinstance(fraction, (int, float)):  # other types are the schema's to refuse
+        require_fraction("scheduler.warmup_fraction", fraction)
     if budget == "time" and OmegaConf.select(cfg, "trainer.max_time") is None:
         raise CharLMError("scheduler.budget=time needs trainer.max_time (e.g. trainer.max_time=00:01:00:00)")
     decays = OmegaConf.select(cfg, "scheduler.decay", default="cosine") == "cosine"
