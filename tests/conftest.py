@@ -52,6 +52,24 @@ def compose_train(overrides: list[str], hydra: bool = False) -> DictConfig:
         return compose("train", overrides=overrides, return_hydra_config=hydra)
 
 
+def train_in_process(run_dir: Path, *overrides: str) -> float | None:
+    """The train job on the config the command line would compose, run in this process (no start-up cost):
+    what `python scripts/train.py hydra.run.dir=RUN_DIR OVERRIDES` does once Hydra has composed."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from charlm.train import train
+
+    cfg = compose_train([f"hydra.run.dir={run_dir}", *overrides], hydra=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    return train(cfg)
+
+
 def tiny_overrides(model: str) -> list[str]:
     """TINY minus the model keys this architecture does not have."""
     foreign = {k for keys in MODEL_KEYS.values() for k in keys} - set(MODEL_KEYS[model])

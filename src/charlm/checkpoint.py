@@ -118,8 +118,11 @@ def save_last_checkpoint(trainer: Any) -> Path | None:
     """Write `last.ckpt` now, where the run's checkpoint callback with `save_last` keeps it.
 
     For the step a run stops at (its last, a time budget, Ctrl-C): the callback itself saves only
-    every `every_n_train_steps`, so `last.ckpt` would otherwise lag behind the step reached.
+    every `every_n_train_steps`, so `last.ckpt` would otherwise lag behind the step reached. A
+    `fast_dev_run` writes none, as Lightning's own checkpointing does not.
     """
+    if trainer.fast_dev_run:
+        return None
     for callback in trainer.checkpoint_callbacks:
         if getattr(callback, "save_last", False) and callback.dirpath:
             path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"

@@ -160,10 +160,11 @@ def check_config(cfg: DictConfig) -> None:
         raise CharLMError(f"callbacks.model_checkpoint.every_n_train_steps={every} is not valid: expected >= 1")
 
 
-def step_limit(steps: int, max_time: str | None) -> int:
-    """trainer.max_steps by default: `steps`, or no step limit (-1) when trainer.max_time sets a time budget,
-    so that the clock, not a step count meant for a slower machine, ends a timed run."""
-    return -1 if max_time else steps
+def step_limit(steps: int, max_time: str | None, max_epochs: int | None = None) -> int:
+    """trainer.max_steps by default: `steps`, or no step limit (-1) when trainer.max_time sets a time budget
+    or trainer.max_epochs an epoch count, so that what the user set, not a step count meant for the default
+    run on a slower machine, ends the run."""
+    return -1 if max_time or max_epochs else steps
 
 
 OmegaConf.register_new_resolver("charlm.step_limit", step_limit, replace=True)
@@ -190,10 +191,12 @@ def check_budget(cfg: DictConfig) -> None:
         raise CharLMError("scheduler.budget=time needs trainer.max_time (e.g. trainer.max_time=00:01:00:00)")
     decays = OmegaConf.select(cfg, "scheduler.decay", default="cosine") == "cosine"
     total = OmegaConf.select(cfg, "scheduler.total_steps") or OmegaConf.select(cfg, "trainer.max_steps")
-    if schedule_budget(cfg) == "steps" and decays and isinstance(total, int) and total < 0:
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    bounded = isinstance(epochs, int) and epochs > 0 or OmegaConf.select(cfg, "trainer.fast_dev_run")
+    if schedule_budget(cfg) == "steps" and decays and isinstance(total, int) and total < 0 and not bounded:
         raise CharLMError(
-            "scheduler.budget=steps decays over trainer.max_steps, which is -1 (no limit); "
-            "set trainer.max_steps or scheduler.total_steps, or use scheduler.budget=time"
+            "scheduler.budget=steps decays over the run's steps, which trainer.max_steps=-1 leaves unbounded; "
+            "set trainer.max_steps, trainer.max_epochs or scheduler.total_steps, or use scheduler.budget=time"
         )
 
 

@@ -20,6 +20,7 @@ than `val_max_chars` is represented by evenly spaced windows, the same ones at e
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -165,10 +166,17 @@ class StepDataModule(L.LightningDataModule):
         return self.trainer.global_rank if self.trainer is not None else 0
 
     def batches_done(self) -> int:
-        """Batches consumed so far: where the data order resumes after a checkpoint."""
+        """Batches consumed so far: where the data order resumes after a checkpoint.
+
+        With `trainer.overfit_batches` the order wraps around the first N batches (Lightning's
+        `num_training_batches` then), so every epoch trains on the same ones, as Lightning documents.
+        """
         if self.trainer is None:
             return 0
-        return self.trainer.global_step * self.trainer.accumulate_grad_batches
+        done = self.trainer.global_step * self.trainer.accumulate_grad_batches
+        if self.trainer.overfit_batches > 0 and math.isfinite(self.trainer.num_training_batches):
+            return done % max(1, int(self.trainer.num_training_batches))
+        return done
 
     def loader(self, dataset, **kwargs) -> DataLoader:
         pin = self.pin_memory and torch.cuda.is_available()

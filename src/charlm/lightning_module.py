@@ -133,6 +133,13 @@ def lr_factor(sched: dict, max_steps: int) -> WarmupCosine | TimedWarmupCosine:
     )
 
 
+def schedule_steps(trainer: L.Trainer) -> int:
+    """The optimiser steps the run will take, whatever limits it (max_steps, max_epochs, limit_train_batches,
+    fast_dev_run, gradient accumulation): what a step-budgeted schedule decays over; -1 when unbounded."""
+    steps = trainer.estimated_stepping_batches
+    return int(steps) if math.isfinite(steps) and steps > 0 else -1
+
+
 def is_last_step(trainer: L.Trainer) -> bool:
     """Whether the optimiser step just taken is the run's last by its step or epoch limit."""
     if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
@@ -257,7 +264,7 @@ class CharLM(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer, scheduler = optimizer_and_schedule(
-            self.net, dict(self.hparams.optimizer), self.hparams.scheduler, self.trainer.max_steps
+            self.net, dict(self.hparams.optimizer), self.hparams.scheduler, schedule_steps(self.trainer)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

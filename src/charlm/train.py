@@ -15,7 +15,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
@@ -102,11 +102,14 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """The `callbacks` group and the `averaging` one, less the progress bar when `trainer.enable_progress_bar=false`."""
+    """The `callbacks` group and the `averaging` one, less the progress bar when `trainer.enable_progress_bar=false`
+    and the checkpoints in a `trainer.fast_dev_run`."""
     nodes = [*cfg.get("callbacks", {}).values(), cfg.get("averaging")]
     callbacks = [instantiate(c) for c in nodes if c is not None and "_target_" in c]
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if cfg.trainer.get("fast_dev_run"):  # Lightning's ModelCheckpoint still writes last.ckpt at its train end
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
     return callbacks
 
 
