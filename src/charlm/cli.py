@@ -140,6 +140,8 @@ def user_error(err: BaseException, configs: ConfigSource) -> str | None:
         )
     if isinstance(err, MissingConfigException):
         return missing_option(err, configs)
+    if type(err).__name__ == "MisconfigurationException":  # Lightning's word for a Trainer setting it refuses
+        return first_lines(str(err), 1)
     if isinstance(err, HydraException | OmegaConfBaseException):
         text = str(err)
         if "Could not override" in text or "is not in struct" in text:

@@ -50,9 +50,12 @@ class TrainConfig:
     """The top level of a training config; each `Any` group is checked against its own `_target_`."""
 
     seed: int = 1337
+    tags: list[str] = field(default_factory=list)
     threads: int = 0
     parallel_jobs: int | None = None
     ckpt_path: str | None = None
+    train: bool = True
+    test: bool = False
     matmul_precision: str | None = None
     reuse_freed_memory: bool = True
     data: Any = None
@@ -64,6 +67,7 @@ class TrainConfig:
     logger: Any = None
     callbacks: Any = None
     paths: Any = None
+    debug: Any = None  # the debug group's own keys, if any (its options set trainer and hydra keys)
     hydra: Any = None  # present when composed with return_hydra_config
 
 

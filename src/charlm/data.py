@@ -308,6 +308,20 @@ class CharDataModule(StepDataModule):
         return windows
 
     def val_dataloader(self) -> DataLoader:
-        windows = self.val_windows()
+        return self.sharded(self.val_windows())
+
+    def test_dataloader(self) -> DataLoader:
+        """`test=true`: the test split (data.test_fraction) in validation's windows, scored whole."""
+        self.check_test_split()
+        return self.sharded(Windows(self.splits["test"], self.block_size))
+
+    def check_test_split(self) -> None:
+        if len(self.splits["test"]) < 2:
+            raise CharLMError(
+                f"test=true scores the test split, which data.test_fraction={self.test_fraction} leaves empty; "
+                "set data.test_fraction (e.g. 0.05: the last 5% of the text, never trained or validated on)"
+            )
+
+    def sharded(self, windows: Windows) -> DataLoader:
         windows.keep = windows.keep[self.rank :: self.world_size]  # each rank a disjoint share
         return self.loader(windows, batch_size=self.val_batch_size)

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from charlm.checkpoint import find_checkpoint, load_checkpoint
+from charlm.checkpoint import find_checkpoint
 from charlm.corpus import read_text
 from charlm.errors import CharLMError
-from charlm.lightning_module import CharLM, module_class
+from charlm.lightning_module import CharLM, load_module
 from charlm.sampling import SamplingOptions, encode_prompt, generate
 
 
@@ -35,15 +35,7 @@ class LoadedModel:
 def load_model(ckpt_path: str, which: str = "best", device: str | torch.device = "cpu") -> LoadedModel:
     """A trained model in eval mode from a .ckpt file or a run directory; nothing else needed."""
     path = find_checkpoint(ckpt_path, which)
-    ckpt = load_checkpoint(path)
-    hp = dict(ckpt["hyper_parameters"])
-    hp["compile"] = False
-    try:
-        module = module_class(hp.get("model", {}))(**hp)
-        module.load_state_dict(ckpt["state_dict"])
-    except (TypeError, RuntimeError, KeyError) as err:
-        raise CharLMError(f"{path} does not match any charlm model: {str(err).splitlines()[0][:200]}") from None
-    return LoadedModel(module.to(device).eval(), str(path))
+    return LoadedModel(load_module(path).to(device).eval(), str(path))
 
 
 def default_device(device: str | None) -> str:

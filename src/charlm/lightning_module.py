@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -18,7 +19,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Timer
 from torchmetrics import MeanMetric
 
-from charlm.checkpoint import save_last_checkpoint
+from charlm.checkpoint import load_checkpoint, save_last_checkpoint
 from charlm.errors import CharLMError
 from charlm.loss import next_char_loss, summed_loss
 from charlm.models import ARCHITECTURES, architecture
@@ -45,6 +46,19 @@ def module_class(model: dict) -> type[CharLM]:
     """The LightningModule class that trains `model` (a model config or checkpoint's `model` dict)."""
     arch = architecture(model.get("_target_")) if isinstance(model, dict) else None
     return get_class(arch.module) if arch is not None else CharLM
+
+
+def load_module(path: str | Path) -> CharLM:
+    """The LightningModule a checkpoint file holds, rebuilt from its own settings and weights (on the CPU)."""
+    ckpt = load_checkpoint(path)
+    hp = dict(ckpt["hyper_parameters"])
+    hp["compile"] = False
+    try:
+        module = module_class(hp.get("model", {}))(**hp)
+        module.load_state_dict(ckpt["state_dict"])
+    except (TypeError, RuntimeError, KeyError) as err:
+        raise CharLMError(f"{path} does not match any charlm model: {str(err).splitlines()[0][:200]}") from None
+    return module
 
 
 class WarmupCosine:
@@ -249,6 +263,14 @@ class CharLM(L.LightningModule):
         loss = self.val_loss.compute()
         self.val_loss.reset()
         self.log_val({"val/loss": loss, "val/bpc": loss / math.log(2)})
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)  # `test=true`: the test split, scored as validation scores val
+
+    def on_test_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.val_loss.reset()
+        self.log_val({"test/loss": loss, "test/bpc": loss / math.log(2)})
 
     def log_val(self, metrics: dict[str, torch.Tensor]) -> None:
         """One way to log validation results, so a subclass's extra metrics land at the same step."""

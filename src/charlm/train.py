@@ -23,7 +23,8 @@ from charlm.callbacks import CheckpointOnInterrupt, HparamsTable
 from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, load_checkpoint, resume_checkpoint
 from charlm.config import check_config, resolve_threads, schedule_budget
 from charlm.errors import CharLMError
-from charlm.lightning_module import CharLM, module_class
+from charlm.lightning_module import CharLM, load_module, module_class
+from charlm.record import update_result
 from charlm.tooling.ddp import ddp_fit
 from charlm.tooling.memory import reuse_freed_memory
 
@@ -31,7 +32,7 @@ from charlm.tooling.memory import reuse_freed_memory
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
     """The run's settings as one flat dict, for TensorBoard's HPARAMS tab."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    keep = {k: resolved[k] for k in ("model", "data", "optimizer", "scheduler", "seed") if k in resolved}
+    keep = {k: resolved[k] for k in ("model", "data", "optimizer", "scheduler", "seed", "tags") if k in resolved}
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -130,10 +131,15 @@ def command_line() -> str:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit one model as `cfg` describes; returns the best `val/loss` (None without validation)."""
+    """Fit one model as `cfg` describes; returns the best `val/loss` (None without validation).
+
+    `test=true` then scores the test split with the best checkpoint; `train=false` only scores a checkpoint.
+    """
     log_to_hydra_handlers()
     prepare(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    if not cfg.get("train", True):
+        return evaluate_checkpoint(cfg, output_dir)
 
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -146,6 +152,8 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None:
         check_resumable(ckpt_path, module)
+    if cfg.get("test"):
+        check_test_split(datamodule)
 
     trainer = build_trainer(cfg)
     rank_zero_info(f"overrides: {command_line()}")  # after the checks: a mistake's stderr is its one line
@@ -159,14 +167,21 @@ def train(cfg: DictConfig) -> float | None:
         raise CharLMError("training was interrupted")
 
     for callback in trainer.checkpoint_callbacks:
-        if callback.best_model_path:
-            score = float(callback.best_model_score)
-            rank_zero_info(f"best checkpoint: {callback.best_model_path} (val/loss {score:.4f})")
+        if callback.best_model_path and callback.best_model_score is not None:
+            value = float(callback.best_model_score)
+            rank_zero_info(f"best checkpoint: {callback.best_model_path} ({callback.monitor} {value:.4f})")
+        elif callback.best_model_path and not callback.last_model_path:  # Lightning's own (callbacks=none)
+            rank_zero_info(f"checkpoint: {callback.best_model_path} (step {trainer.global_step})")
         if callback.last_model_path:
             rank_zero_info(f"last checkpoint: {callback.last_model_path} (step {trainer.global_step})")
     best = next((c.best_model_score for c in trainer.checkpoint_callbacks if c.monitor == "val/loss"), None)
     metric = trainer.callback_metrics.get("val/loss")
     result = float(best) if best is not None else (float(metric) if metric is not None else None)
+    if cfg.get("test"):
+        best_path = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == "val/loss"), None)
+        if best_path:
+            rank_zero_info(f"testing the best checkpoint, {best_path}")
+        run_stage(trainer, trainer.test, module, datamodule, output_dir, ckpt_path=best_path or None)
     del trainer, module, datamodule  # sweeps run many jobs in one process: free everything
     gc.collect()
     return result if result is None or math.isfinite(result) else None
@@ -175,15 +190,55 @@ def train(cfg: DictConfig) -> float | None:
 def check_resumable(ckpt_path: str, module: CharLM) -> None:
     """Refuse a checkpoint whose model or vocabulary differs from the config's, before training."""
     hp = load_checkpoint(ckpt_path)["hyper_parameters"]
-    if hp.get("vocab") != module.hparams.vocab:
-        raise CharLMError(
-            f"checkpoint {ckpt_path} was trained on a different vocabulary than data.path gives; "
-            "resume with the run's original data"
-        )
+    check_vocab(ckpt_path, hp.get("vocab"), module.hparams.vocab)
     saved, wanted = hp.get("model") or {}, module.hparams.model
     if saved != wanted:
         diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise CharLMError(
             f"checkpoint {ckpt_path} holds a different model (differs in: {', '.join(diff)}); "
             "resume with the run's original model settings"
+        )
+
+
+def check_test_split(datamodule: Any) -> None:
+    """`test=true` needs a test split: refused before training, not after it."""
+    if getattr(datamodule, "task", "lm") != "lm":
+        raise CharLMError("test=true scores a text's test split; data=pairs has none (its val pairs are scored)")
+    datamodule.check_test_split()
+
+
+def run_stage(trainer: L.Trainer, stage: Any, module: CharLM, datamodule: Any, output_dir: Path, **kwargs: Any) -> dict:
+    """Run `trainer.validate` or `trainer.test` and record its metrics in result.json (test/loss -> test_loss)."""
+    stage(module, datamodule=datamodule, verbose=False, weights_only=True, **kwargs)  # verbose: a table on stdout
+    metrics = {k.replace("/", "_"): float(v) for k, v in trainer.callback_metrics.items() if k[:4] in ("val/", "test")}
+    if trainer.is_global_zero:
+        update_result(output_dir, **metrics)
+    return metrics
+
+
+def evaluate_checkpoint(cfg: DictConfig, output_dir: Path) -> float | None:
+    """`train=false ckpt_path=RUN|FILE`: the checkpoint's val/loss (and test/loss with test=true), logged and
+    recorded like a training run's, with the model rebuilt from the checkpoint's own settings."""
+    if not cfg.get("ckpt_path"):
+        raise CharLMError("train=false scores a checkpoint: give ckpt_path=RUN_DIR or ckpt_path=FILE.ckpt")
+    path = find_checkpoint(cfg.ckpt_path, "best")
+    module = load_module(path)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    check_vocab(str(path), module.hparams.vocab, datamodule.vocab.chars)
+    if cfg.get("test"):
+        check_test_split(datamodule)
+    trainer = build_trainer(cfg)
+    rank_zero_info(f"scoring {path} (train=false); run directory {output_dir}")
+    metrics = run_stage(trainer, trainer.validate, module, datamodule, output_dir)
+    if cfg.get("test"):
+        metrics.update(run_stage(trainer, trainer.test, module, datamodule, output_dir))
+    return metrics.get("val_loss")
+
+
+def check_vocab(ckpt_path: str, saved: str, data: str) -> None:
+    if saved != data:
+        raise CharLMError(
+            f"checkpoint {ckpt_path} was trained on a different vocabulary than data.path gives; "
+            "use the run's original data"
         )
