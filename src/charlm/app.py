@@ -51,10 +51,13 @@ def evaluate_job(cfg: DictConfig) -> None:
 
 
 def train_cli() -> None:
-    """resume=RUN_DIR is shorthand for that run's overrides; Hydra's flags may stand anywhere."""
+    """resume=RUN_DIR is shorthand for that run's overrides; Hydra's flags may stand anywhere. Under
+    torchrun or srun every rank trains into the one run directory rank 0 chose (charlm.launch)."""
+    from charlm.launch import share_launch
     from charlm.resume import expand_resume
 
-    run_app(train_job, ConfigSource(CONFIGS, "train"), rewrite=lambda argv: flags_first(expand_resume(argv)))
+    configs = ConfigSource(CONFIGS, "train")
+    run_app(train_job, configs, rewrite=lambda argv: share_launch(flags_first(expand_resume(argv)), configs))
 
 
 def generate_cli() -> None:
@@ -74,7 +77,7 @@ def benchmark_cli() -> None:
 
         main()
 
-    run_app(job, ConfigSource(CONFIGS, "train"))
+    run_app(job, ConfigSource(CONFIGS, "train"), hydra_flags=False)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
+from charlm.dialects import CLOSE_ENOUGH, pointer
 from charlm.errors import EXIT_USER_ERROR, CharLMError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,12 +53,14 @@ def verbatim(argv: list[str], keys: Iterable[str]) -> list[str]:
 
 def flags_first(argv: list[str]) -> list[str]:
     """argv with Hydra's flags (`--cfg job`, `-m`, ...) before the overrides: its parser refuses overrides
-    on both sides of a flag, so `resume=DIR --cfg job model=gru` works only once reordered."""
+    on both sides of a flag, so `resume=DIR --cfg job model=gru` works only once reordered; `--info` with
+    no value goes last, so `--info model=gru` does not read `model=gru` as its value."""
     from hydra._internal.utils import get_args_parser
 
     actions = {flag: action for action in get_args_parser()._actions for flag in action.option_strings}
     flags: list[str] = []
     overrides: list[str] = []
+    bare: list[str] = []  # `--info` without its optional value: last, or it would take an override as one
     tokens = list(argv[1:])
     while tokens:
         token = tokens.pop(0)
@@ -65,11 +68,48 @@ def flags_first(argv: list[str]) -> list[str]:
         if action is None:
             (flags if token.startswith("-") else overrides).append(token)
             continue
-        flags.append(token)
         takes_value = action.nargs is None or (action.nargs == "?" and bool(tokens) and tokens[0] in action.choices)
+        if action.nargs == "?" and not takes_value:
+            bare.append(token)
+            continue
+        flags.append(token)
         if takes_value and tokens:
             flags.append(tokens.pop(0))
-    return [argv[0], *flags, *overrides]
+    return [argv[0], *flags, *overrides, *bare]
+
+
+HELP_FLAGS = ("-h", "--help", "--hydra-help")
+
+
+def check_flags(argv: list[str], command: str) -> None:
+    """Refuse, in one line, a flag that is not Hydra's: `-primetext x` (char-rnn's single dash, which
+    argparse would read as `-p rimetext`), `--compile=False` (nanoGPT's), `--nope` (argparse's 8-line usage)."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    known = {flag for action in parser._actions for flag in action.option_strings}
+    for token in argv[1:]:
+        if not token.startswith("-") or token.split("=", 1)[0] in known or is_number(token):
+            continue
+        name = token.lstrip("-").split("=", 1)[0]
+        peer = pointer(command, name)
+        hint = f": {peer}" if peer else "; charlm takes key=value settings (e.g. model=gru); --help lists them"
+        raise CharLMError(f"{token!r} is not a flag of this command{hint}")
+
+    def refuse(message: str) -> NoReturn:
+        raise CharLMError(f"{message} (see {os.path.basename(argv[0])} --help)")
+
+    parser.error = refuse  # type: ignore[method-assign]
+    parser.parse_args([t for t in argv[1:] if t not in HELP_FLAGS])
+
+
+def is_number(token: str) -> bool:
+    """`-1` after a flag is its value, not a flag of its own."""
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -96,16 +136,22 @@ class ConfigSource:
 
 
 def run_app(
-    app: Callable[[], Any], configs: ConfigSource, rewrite: Callable[[list[str]], list[str]] | None = None
+    app: Callable[[], Any],
+    configs: ConfigSource,
+    rewrite: Callable[[list[str]], list[str]] | None = None,
+    hydra_flags: bool = True,
 ) -> None:
     """Run a command (a `@hydra.main` function, or one that composes configs itself); a user mistake
-    anywhere ends in one `error:` line and exit 2. `rewrite` turns the command line into what it reads."""
+    anywhere ends in one `error:` line and exit 2. `rewrite` turns the command line into what it reads;
+    `hydra_flags=False` for a command with flags of its own (the benchmark), which checks them itself."""
     user_setting = os.environ.get("HYDRA_FULL_ERROR")
     show_traceback = user_setting == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors instead of printing them its way
     try:
         if rewrite is not None:
             sys.argv = rewrite(sys.argv)
+        if hydra_flags:
+            check_flags(sys.argv, configs.config_name)
         app()
     except CharLMError as err:
         fail(str(err), err.exit_code)
@@ -140,6 +186,8 @@ def user_error(err: BaseException, configs: ConfigSource) -> str | None:
         )
     if isinstance(err, MissingConfigException):
         return missing_option(err, configs)
+    if isinstance(err, ValueError) and str(err).startswith("Only one of --run"):  # Hydra's flag clash
+        return first_lines(str(err), 1)
     if type(err).__name__ == "MisconfigurationException":  # Lightning's word for a Trainer setting it refuses
         return first_lines(str(err), 1)
     if isinstance(err, HydraException | OmegaConfBaseException):
@@ -166,6 +214,9 @@ def missing_option(err: BaseException, configs: ConfigSource) -> str:
     if not found or "/" not in found.group(1):
         return first_lines(text)
     group, _, option = found.group(1).rpartition("/")
+    peer = pointer(configs.config_name, group)
+    if peer is not None and configs.config_name != "train":  # `model=` to generate: char-rnn's checkpoint flag
+        return f"unknown key {group!r}: {peer}"
     options = group_options(group, configs) or re.findall(r"^\t(\S+)$", text, re.M)
     if not options:
         return f"{group}={option} is not a config option: there is no config group {group!r}"
@@ -180,6 +231,9 @@ def unknown_key(text: str, configs: ConfigSource) -> str:
     if found is None:
         return first_lines(text)
     key = found.group(1)
+    peer = pointer(configs.config_name, key)
+    if peer is not None:
+        return f"unknown key {key!r}: {peer}"
     return f"unknown key {key!r}" + closest_key(key, composed_without(key, configs))
 
 
@@ -192,14 +246,14 @@ def closest_key(key: str, cfg: Any) -> str:
         if not isinstance(node, DictConfig):
             return ""
         if part not in node:
-            close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1, cutoff=0.6)
+            close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1, cutoff=CLOSE_ENOUGH)
             return f" (did you mean {'.'.join([*parts[:depth], close[0], *parts[depth + 1 :]])}?)" if close else ""
         node = node[part]
     return ""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=CLOSE_ENOUGH)
     return f" (did you mean {close[0]}?)" if close else ""
 
 

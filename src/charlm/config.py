@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from charlm.checks import require_fraction
 from charlm.cli import in_multirun
+from charlm.dialects import CLOSE_ENOUGH, pointer
 from charlm.errors import CharLMError
 
 HYDRA_KEYS = {"_target_": str, "_partial_": bool, "_recursive_": bool, "_convert_": str, "_args_": list}
@@ -138,7 +139,10 @@ def check_node(path: str, node: dict, annotation: Any) -> None:
     for key, value in node.items():
         name = f"{path}.{key}" if path else str(key)
         if schema is not None and key not in schema:
-            close = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
+            peer = pointer("train", name)
+            if peer is not None:
+                raise CharLMError(f"unknown key {name!r}: {peer}")
+            close = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=CLOSE_ENOUGH)
             hint = f" (did you mean {name[: -len(str(key))]}{close[0]}?)" if close else ""
             raise CharLMError(f"unknown key {name!r}{hint}")
         expected = schema.get(key, Any) if schema is not None else Any
