@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from charlm.checkpoint import is_loadable
+from charlm.checkpoint import is_resumable
 
 from conftest import ROOT, make_text, run_script, tiny_overrides, train_cli
 
@@ -112,7 +112,7 @@ def test_kill_during_a_checkpoint_write_then_resume_matches_uninterrupted_run(
     wait_for(lambda: (ckpts / "last.ckpt").exists() and any(ckpts.glob(".last.ckpt.*.tmp")))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert is_loadable(ckpts / "last.ckpt")  # the kill cannot have damaged it
+    assert is_resumable(ckpts / "last.ckpt")  # the kill cannot have damaged it
     done = run_script("train.py", f"resume={run}")  # the shorthand: the run's own overrides + ckpt_path=last
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_run(final_state(run), uninterrupted(model, sampling))
@@ -153,13 +153,17 @@ def test_resume_skips_a_damaged_last_checkpoint_or_names_it(corpus, tmp_path):
     run = tmp_path / "run"
     args = [*tiny_overrides("gru"), f"data.path={corpus}"]
     assert train_cli(run, *args).returncode == 0
+    # A best checkpoint older than last.ckpt (a best at the final step is last.ckpt's other name): steps 7-9
+    # are not validated.
+    assert train_cli(run, *args, "trainer.max_steps=9", "ckpt_path=last", "trainer.limit_val_batches=0").returncode == 0
     last = run / "checkpoints" / "last.ckpt"
+    assert not last.samefile(next((run / "checkpoints").glob("best-*.ckpt")))
     last.write_bytes(last.read_bytes()[:1000])  # as if a non-atomic writer had been killed
-    done = train_cli(run, *args, "trainer.max_steps=8", "ckpt_path=last")
+    done = train_cli(run, *args, "trainer.max_steps=11", "ckpt_path=last")
     assert done.returncode == 0, done.stderr[-3000:]  # resumed from best-*.ckpt instead
     for best in (run / "checkpoints").glob("best-*.ckpt"):
         best.unlink()
     last.write_bytes(b"garbage")
-    done = train_cli(run, *args, "trainer.max_steps=10", "ckpt_path=last")
+    done = train_cli(run, *args, "trainer.max_steps=13", "ckpt_path=last")
     assert done.returncode == 2 and "last.ckpt" in done.stderr and "damaged" in done.stderr
     assert "Traceback" not in done.stderr

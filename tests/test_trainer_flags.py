@@ -148,3 +148,13 @@ def test_the_profiler_reports_in_the_log(tmp_path, corpus, caplog):
     with caplog.at_level(logging.INFO):
         train_in_process(tmp_path, *tiny_overrides("bigram"), f"data.path={corpus}", "trainer.profiler=simple")
     assert "Profiler Report" in caplog.text
+
+
+def test_a_short_run_stores_its_final_checkpoint_once(tmp_path, corpus):
+    train_in_process(tmp_path, *tiny_overrides("lstm"), f"data.path={corpus}", "trainer.max_steps=5")
+    last, best = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "checkpoints" / "best-000005.ckpt"
+    assert last.samefile(best)  # one file, two names: the best is the final step
+    train_in_process(tmp_path, *tiny_overrides("lstm"), f"data.path={corpus}", "trainer.max_steps=7", "ckpt_path=last")
+    assert torch.load(last, weights_only=False)["global_step"] == 7
+    for best in (tmp_path / "checkpoints").glob("best-*.ckpt"):  # rewriting last.ckpt left the best whole
+        assert torch.load(best, weights_only=False)["global_step"] == int(best.stem.split("-")[1])

@@ -12,10 +12,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from charlm import logbook
 from charlm.checkpoint import save_last_checkpoint
 from charlm.checks import require_fraction
 from charlm.errors import CharLMError, RunInterrupted
@@ -23,17 +22,9 @@ from charlm.record import update_result
 from charlm.sampling import generate
 
 
-def tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
-    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-
-
-def as_markdown_block(text: str) -> str:
-    """TensorBoard renders text as Markdown; indenting keeps the sample's line breaks."""
-    return "\n".join("    " + line for line in text.split("\n"))
-
-
 class SampleText(L.Callback):
-    """After each validation, write a continuation of a fixed prompt to TensorBoard (tag `sample`).
+    """After each validation, a continuation of a fixed prompt for every logger (tag `sample`): TensorBoard's
+    TEXT tab, a file in the CSV log dir, an MLflow artifact, a W&B table (`charlm.logbook.log_text`).
 
     Uses its own seeded generators, so sampling never shifts training randomness.
     """
@@ -51,8 +42,7 @@ class SampleText(L.Callback):
 
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        logger = tensorboard(trainer)
-        if trainer.sanity_checking or logger is None or pl_module.task != "lm":
+        if trainer.sanity_checking or not trainer.loggers or pl_module.task != "lm":
             return  # a seq2seq module writes its own val samples
         # A corpus may lack some prompt characters (even the newline): sample from what it has.
         prompt = "".join(ch for ch in self.prompt if ch in pl_module.vocab.chars)
@@ -65,7 +55,7 @@ class SampleText(L.Callback):
             top_k=self.top_k,
             seed=self.seed,
         )[0]
-        logger.experiment.add_text("sample", as_markdown_block(text), trainer.global_step)
+        logbook.log_text(trainer, "sample", text, trainer.global_step)
 
 
 class TokenThroughput(L.Callback):
@@ -111,21 +101,24 @@ class TokenThroughput(L.Callback):
 
 
 class HparamsTable(L.Callback):
-    """Registers the run's settings with `val/loss` as the metric of TensorBoard's HPARAMS tab."""
+    """Registers the run's settings with every logger (`charlm.logbook.log_hparams`), with `val/loss` as
+    the metric of TensorBoard's HPARAMS tab, and closes the W&B run when fit ends (`logbook.finish`)."""
 
     def __init__(self, params: dict[str, Any] | None = None):
         self.params = params or {}
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        logger = tensorboard(trainer)
-        if logger is None:
-            return
-        params = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in self.params.items()}
-        params["params"] = pl_module.num_params
-        writer = logger.experiment._get_file_writer()
-        for summary in hparams_summary(params, {"val/loss": float("nan")}):
-            writer.add_summary(summary)
+        if trainer.loggers:
+            logbook.log_hparams(trainer, {**self.params, "params": pl_module.num_params}, {"val/loss": float("nan")})
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logbook.finish(trainer)
+
+    @rank_zero_only
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        logbook.finish(trainer, failed=True)
 
 
 class CheckpointOnInterrupt(L.Callback):

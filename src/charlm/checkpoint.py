@@ -71,10 +71,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return ckpt
 
 
-def is_loadable(path: Path) -> bool:
+def is_resumable(path: Path) -> bool:
     try:
-        load_checkpoint(path)
-        return True
+        return "optimizer_states" in load_checkpoint(path)
     except CharLMError:
         return False
 
@@ -99,7 +98,8 @@ def find_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
 
 
 def resume_checkpoint(run_dir: Path) -> Path | None:
-    """The newest loadable checkpoint of a run, passing over damaged ones; None if it has none."""
+    """The newest loadable full checkpoint of a run (weights-only ones cannot resume: no optimiser state),
+    passing over damaged ones; None if it has none."""
     folder = run_dir / "checkpoints"
     files = sorted(folder.glob("*.ckpt"), key=os.path.getmtime, reverse=True) if folder.is_dir() else []
     last = folder / "last.ckpt"
@@ -107,7 +107,7 @@ def resume_checkpoint(run_dir: Path) -> Path | None:
         files.remove(last)
         files.insert(0, last)
     for f in files:
-        if is_loadable(f):
+        if is_resumable(f):
             return f
     if files:
         raise CharLMError(f"every checkpoint in {folder} is damaged (newest: {files[0].name}); cannot resume")
@@ -128,5 +128,26 @@ def save_last_checkpoint(trainer: Any) -> Path | None:
             path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
             trainer.save_checkpoint(path, weights_only=False)
             callback.last_model_path = str(path)  # the callback's own record, so it never versions the name
+            callback._last_global_step_saved = trainer.global_step  # and does not write it again at train end
+            callback._last_checkpoint_saved = str(path)
             return path
     return None
+
+
+def share_final_checkpoint(best: str | Path, last: str | Path) -> bool:
+    """Make `last` a hard link to `best` when both hold the run's final step, so a run whose best is its
+    last step (any short run; most runs whose val/loss still falls) stores one file, not two equal ones.
+
+    Both are full checkpoints of that step; best was written after its validation, so resuming from it
+    goes on exactly where last would. Later writes of last.ckpt replace the link, never best's bytes.
+    """
+    best, last = Path(best), Path(last)
+    if not (best.is_file() and last.is_file()) or os.path.samefile(best, last):
+        return False
+    tmp = last.with_name(f".{last.name}.link")
+    try:
+        os.link(best, tmp)
+    except OSError:  # a filesystem without hard links keeps two files
+        return False
+    os.replace(tmp, last)
+    return True

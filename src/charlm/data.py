@@ -180,7 +180,18 @@ class StepDataModule(L.LightningDataModule):
 
     def loader(self, dataset, **kwargs) -> DataLoader:
         pin = self.pin_memory and torch.cuda.is_available()
-        return DataLoader(dataset, pin_memory=pin, generator=torch.Generator(), **kwargs)
+        return StepLoader(dataset, pin_memory=pin, generator=torch.Generator(), **kwargs)
+
+
+class StepLoader(DataLoader):
+    """A DataLoader that tells Lightning it resumes exactly (it does: batches are a function of the step
+    reached, which the checkpoint holds), so a resume mid-epoch is not warned about as unreliable."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class CharDataModule(StepDataModule):
@@ -227,8 +238,10 @@ class CharDataModule(StepDataModule):
         self._subset_logged = False  # the val subset is announced once, not at every validation
 
     def prepare_data(self) -> None:
-        """Download and prepare the corpus once per machine; under DDP every rank then maps the result."""
-        self.prepared()
+        """Download and prepare the corpus once per machine; under DDP every rank then maps the result.
+        Skipped where `setup` has already run in this process (the train job calls it first)."""
+        if self.vocab is None:
+            self.prepared()
 
     def prepared(self) -> Prepared:
         cache_dir = Path(self.cache_dir) if self.cache_dir else default_cache_dir()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,20 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.callbacks import CheckpointOnInterrupt, HparamsTable
-from charlm.checkpoint import AtomicCheckpointIO, find_checkpoint, load_checkpoint, resume_checkpoint
+from charlm.checkpoint import (
+    AtomicCheckpointIO,
+    find_checkpoint,
+    load_checkpoint,
+    resume_checkpoint,
+    share_final_checkpoint,
+)
 from charlm.config import check_config, resolve_threads, schedule_budget
+from charlm.console import quiet_third_party, stdout_to_stderr
 from charlm.errors import CharLMError
 from charlm.lightning_module import CharLM, load_module, module_class
 from charlm.record import update_result
@@ -82,6 +90,7 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
 
 def prepare(cfg: DictConfig) -> None:
     """Process-wide settings a run depends on; shared with the benchmark so both train alike."""
+    quiet_third_party()
     check_config(cfg)
     threads = resolve_threads(cfg)
     if threads != torch.get_num_threads():  # setting even the same number again made steps ~2% slower here
@@ -107,6 +116,8 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     and the checkpoints in a `trainer.fast_dev_run`."""
     nodes = [*cfg.get("callbacks", {}).values(), cfg.get("averaging")]
     callbacks = [instantiate(c) for c in nodes if c is not None and "_target_" in c]
+    if cfg.trainer.get("enable_model_summary", True) and not any(isinstance(c, ModelSummary) for c in callbacks):
+        callbacks.append(ModelSummary())  # the plain table, logged; Lightning's default (rich) prints to stdout
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if cfg.trainer.get("fast_dev_run"):  # Lightning's ModelCheckpoint still writes last.ckpt at its train end
@@ -161,11 +172,13 @@ def train(cfg: DictConfig) -> float | None:
         f"model: {cfg.model._target_.rsplit('.', 1)[-1]} with {module.num_params:,} parameters; "
         f"vocabulary of {len(datamodule.vocab)} characters; run directory {output_dir}"
     )
-    with ddp_fit(trainer):  # in a multirun, DDP's extra ranks re-run this job, not the sweep
+    with ddp_fit(trainer), stdout_to_stderr():  # in a multirun, DDP's extra ranks re-run this job, not the sweep
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if getattr(trainer, "interrupted", False):
         raise CharLMError("training was interrupted")
 
+    if trainer.is_global_zero:
+        share_last_with_best(trainer)
     for callback in trainer.checkpoint_callbacks:
         if callback.best_model_path and callback.best_model_score is not None:
             value = float(callback.best_model_score)
@@ -198,6 +211,16 @@ def check_resumable(ckpt_path: str, module: CharLM) -> None:
             f"checkpoint {ckpt_path} holds a different model (differs in: {', '.join(diff)}); "
             "resume with the run's original model settings"
         )
+
+
+def share_last_with_best(trainer: L.Trainer) -> None:
+    """One file for the final step when the best checkpoint was saved at it (charlm.checkpoint): last.ckpt is
+    written at the final step before its validation, so a best checkpoint newer than it is of that step."""
+    last = next((c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path), "")
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == "val/loss"), "")
+    if last and best and os.path.isfile(last) and os.path.isfile(best):
+        if os.path.getmtime(best) >= os.path.getmtime(last):
+            share_final_checkpoint(best, last)
 
 
 def check_test_split(datamodule: Any) -> None:

@@ -8,25 +8,25 @@ decodes the val sources freely (greedy) to measure what a user would get, not ju
 from __future__ import annotations
 
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate
 
+from charlm import logbook
 from charlm.lightning_module import CharLM
 from charlm.loss import IGNORE, summed_loss
 from charlm.seq2seq.data import PairVocab
 from charlm.seq2seq.decoding import decode_ids
 
-SAMPLES_SHOWN = 4  # val pairs written to TensorBoard after each validation
+SAMPLES_SHOWN = 4  # val pairs written to the loggers after each validation (tag val/sample)
 
 
-def markdown_samples(rows: list[tuple[str, str, str]]) -> str:
-    """Sources, targets and outputs as an indented (verbatim) Markdown block for TensorBoard."""
+def sample_text(rows: list[tuple[str, str, str]]) -> str:
+    """Sources, targets and outputs, one block per pair, an exact output marked `ok`."""
     lines = []
     for source, target, output in rows:
         mark = "ok" if output == target else "  "
-        lines += [f"    source: {source}", f"    target: {target}", f"    output: {output}  {mark}", "    "]
+        lines += [f"source: {source}", f"target: {target}", f"output: {output}  {mark}", ""]
     return "\n".join(lines)
 
 
@@ -80,6 +80,5 @@ class Seq2SeqLM(CharLM):
 
     @rank_zero_only
     def _write_samples(self) -> None:
-        logger = next((lg for lg in self.trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        if logger is not None and self.samples:
-            logger.experiment.add_text("val/sample", markdown_samples(self.samples), self.global_step)
+        if self.samples:
+            logbook.log_text(self.trainer, "val/sample", sample_text(self.samples), self.global_step)
