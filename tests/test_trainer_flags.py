@@ -158,3 +158,13 @@ def test_a_short_run_stores_its_final_checkpoint_once(tmp_path, corpus):
     assert torch.load(last, weights_only=False)["global_step"] == 7
     for best in (tmp_path / "checkpoints").glob("best-*.ckpt"):  # rewriting last.ckpt left the best whole
         assert torch.load(best, weights_only=False)["global_step"] == int(best.stem.split("-")[1])
+
+
+def test_a_gpu_recipe_on_a_machine_without_a_gpu_says_what_to_add(monkeypatch):
+    from charlm.train import check_accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(CharLMError, match="add trainer.accelerator=cpu") as refused:
+        check_accelerator(compose_train(["experiment=nanogpt_shakespeare_char"]))
+    assert "\n" not in str(refused.value)
+    check_accelerator(compose_train(["experiment=nanogpt_shakespeare_char", "trainer.accelerator=cpu"]))

@@ -92,6 +92,7 @@ def prepare(cfg: DictConfig) -> None:
     """Process-wide settings a run depends on; shared with the benchmark so both train alike."""
     quiet_third_party()
     check_config(cfg)
+    check_accelerator(cfg)
     threads = resolve_threads(cfg)
     if threads != torch.get_num_threads():  # setting even the same number again made steps ~2% slower here
         torch.set_num_threads(threads)
@@ -100,6 +101,21 @@ def prepare(cfg: DictConfig) -> None:
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     if cfg.get("reuse_freed_memory", True):
         reuse_freed_memory()
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """A GPU recipe on a machine without one: one line saying what to add, not Lightning's two-line refusal."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    if accelerator not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    experiment = choices.get("experiment")
+    source = f" (from experiment={experiment})" if experiment else ""
+    cpu_recipe = " or experiment=nanogpt_cpu, its CPU-sized version" if experiment == "nanogpt_shakespeare_char" else ""
+    raise CharLMError(
+        f"trainer.accelerator={accelerator}{source} needs a CUDA GPU and this machine has none: "
+        f"add trainer.accelerator=cpu to run it on the CPU{cpu_recipe}"
+    )
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
@@ -168,6 +184,11 @@ def train(cfg: DictConfig) -> float | None:
 
     trainer = build_trainer(cfg)
     rank_zero_info(f"overrides: {command_line()}")  # after the checks: a mistake's stderr is its one line
+    if cfg.model.get("compile"):
+        rank_zero_info(
+            "model.compile=true: torch.compile compiles the network during the first training step and the first "
+            "validation, a minute or more on a CPU before the progress bar moves (model.compile=false skips it)"
+        )
     rank_zero_info(
         f"model: {cfg.model._target_.rsplit('.', 1)[-1]} with {module.num_params:,} parameters; "
         f"vocabulary of {len(datamodule.vocab)} characters; run directory {output_dir}"
