@@ -17,7 +17,7 @@ from charlm.cli import ConfigSource, exit_on_user_error, flags_first, run_app, v
 
 CONFIGS = "pkg://charlm.conf"
 TEXT_KEYS = ("prompt", "prompt_file", "input", "input_file")  # free text and paths: taken verbatim
-PATH_KEYS = ("ckpt_path", "text_file")  # evaluate's paths, taken verbatim too (spaces, commas, '=')
+PATH_KEYS = ("ckpt_path", "text_file")  # paths, taken verbatim too (spaces, commas, '=': run dirs have them)
 COMMANDS = {
     "charlm-train": "train a model: charlm-train model=lstm (python scripts/train.py)",
     "charlm-generate": "sample text from a checkpoint: charlm-generate ckpt_path=RUN prompt=... (scripts/generate.py)",
@@ -63,7 +63,7 @@ def train_cli() -> None:
 def generate_cli() -> None:
     """prompt=, input= and the file arguments are taken verbatim; Hydra's flags may stand anywhere."""
     configs = ConfigSource(CONFIGS, "generate")
-    run_app(generate_job, configs, rewrite=lambda argv: flags_first(verbatim(argv, TEXT_KEYS)))
+    run_app(generate_job, configs, rewrite=lambda argv: flags_first(verbatim(argv, (*TEXT_KEYS, *PATH_KEYS))))
 
 
 def evaluate_cli() -> None:

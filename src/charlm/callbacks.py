@@ -173,7 +173,10 @@ class CheckpointOnInterrupt(L.Callback):
 
 
 class RunResult(L.Callback):
-    """Writes the model's size and its val/loss record to `<dirpath>/result.json` when fit ends.
+    """Writes the model's size and its val/loss record to `<dirpath>/result.json` when fit ends, and also when
+    it does not: Ctrl-C (`RunInterrupted`, or a second Ctrl-C's KeyboardInterrupt) records `status:
+    interrupted`, any other exception `status: failed` and its `error` (as charlm.tooling.sweep words them,
+    which records a job's status, error and wall time after this and so has the last word in a sweep).
 
     The sweep summary reads it, so a job's numbers are there even without a TensorBoard logger.
     """
@@ -181,6 +184,7 @@ class RunResult(L.Callback):
     def __init__(self, dirpath: str):
         self.dirpath = dirpath
         self.val: list[tuple[int, float, float]] = []  # (step, val/loss, val/bpc)
+        self._started = time.monotonic()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = trainer.callback_metrics
@@ -191,6 +195,33 @@ class RunResult(L.Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Path(self.dirpath).mkdir(parents=True, exist_ok=True)
+        update_result(self.dirpath, **self._record(trainer, pl_module))
+
+    @rank_zero_only
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        from charlm.tooling.sweep import one_line_error
+
+        interrupted = isinstance(exception, RunInterrupted | KeyboardInterrupt)
+        if isinstance(exception, RunInterrupted) or not interrupted:
+            error = one_line_error(exception)
+        else:
+            error = f"training interrupted at step {trainer.global_step}"
+        try:  # the record must never replace the error it records
+            Path(self.dirpath).mkdir(parents=True, exist_ok=True)
+            update_result(
+                self.dirpath,
+                **self._record(trainer, pl_module),
+                status="interrupted" if interrupted else "failed",
+                error=error,
+                wall_time_s=round(time.monotonic() - self._started, 2),
+            )
+        except Exception as err:
+            import logging
+
+            logging.getLogger(__name__).warning(f"could not write {self.dirpath}/result.json: {err}")
+
+    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "num_params": sum(p.numel() for p in pl_module.parameters()),
             "steps": trainer.global_step,
@@ -205,8 +236,7 @@ class RunResult(L.Callback):
                 final_val_loss=self.val[-1][1],
                 final_val_bpc=self.val[-1][2],
             )
-        Path(self.dirpath).mkdir(parents=True, exist_ok=True)
-        update_result(self.dirpath, **fields)
+        return fields
 
 
 class WeightEMA(EMAWeightAveraging):

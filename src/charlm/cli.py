@@ -26,6 +26,7 @@ from typing import Any, NoReturn, TypeVar
 
 from charlm.dialects import CLOSE_ENOUGH, pointer
 from charlm.errors import EXIT_USER_ERROR, CharLMError
+from charlm.rundir import forget_run_dir, remember_run_dir, tidy_refused_run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -154,11 +155,13 @@ def run_app(
             check_flags(sys.argv, configs.config_name)
         app()
     except CharLMError as err:
+        tidy_refused_run()
         fail(str(err), err.exit_code)
     except Exception as err:
         message = None if show_traceback else user_error(err, configs)
         if message is None:
             raise
+        tidy_refused_run()  # a Trainer or config refusal from inside the job (see exit_on_user_error)
         fail(message)
     finally:
         if user_setting is None:
@@ -305,17 +308,27 @@ def log_to_files(message: str) -> None:
 def exit_on_user_error(fn: F) -> F:
     """Inside a job: a `CharLMError` ends the run as one `error:` line (also in train.log) and its exit
     status. Inside a multirun it is raised instead: exiting would end every job of the sweep, while a
-    raised error fails only this job (charlm.tooling.sweep records it and goes on)."""
+    raised error fails only this job (charlm.tooling.sweep records it and goes on).
+
+    A single run refused before it trained leaves no trace (charlm.rundir.tidy_refused_run): the directory
+    it made is removed when it holds nothing but what Hydra wrote, one that was there is left as it was;
+    here for a `CharLMError`, in `run_app` for the Hydra and Lightning refusals that leave the job as
+    exceptions. Sweep jobs keep theirs (the summary lists them)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not in_multirun():
+            remember_run_dir(args[0] if args else kwargs.get("cfg"))
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except CharLMError as err:
             if in_multirun():
                 raise
             print(f"error: {err}", file=sys.stderr, flush=True)
             log_to_files(f"error: {err}")
+            tidy_refused_run()
             sys.exit(err.exit_code)
+        forget_run_dir()
+        return result
 
     return wrapper  # type: ignore[return-value]
