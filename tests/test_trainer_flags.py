@@ -168,3 +168,32 @@ def test_a_gpu_recipe_on_a_machine_without_a_gpu_says_what_to_add(monkeypatch):
         check_accelerator(compose_train(["experiment=nanogpt_shakespeare_char"]))
     assert "\n" not in str(refused.value)
     check_accelerator(compose_train(["experiment=nanogpt_shakespeare_char", "trainer.accelerator=cpu"]))
+
+
+def test_the_default_threads_leave_busy_cores_alone(monkeypatch):
+    from charlm import config
+
+    cfg = compose_train(["threads=0"])
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(config, "busy_cores", lambda: 1.1)
+    assert config.resolve_threads(cfg) == 3
+    monkeypatch.setattr(config, "busy_cores", lambda: 0.2)
+    assert config.resolve_threads(cfg) == 4
+    assert config.resolve_threads(compose_train(["threads=2"])) == 2
+
+
+def test_busy_cores_sees_a_busy_process():
+    import subprocess
+    import sys
+
+    from charlm.config import busy_cores
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.5)  # started and spinning
+        assert busy_cores() > 0.6
+    finally:
+        spinner.kill()
+        spinner.wait()

@@ -94,6 +94,8 @@ def prepare(cfg: DictConfig) -> None:
     check_config(cfg)
     check_accelerator(cfg)
     threads = resolve_threads(cfg)
+    if threads < (os.cpu_count() or 1) and not cfg.get("threads"):
+        rank_zero_info(f"torch threads: {threads} of {os.cpu_count()} cores (the others are busy; threads=N sets it)")
     if threads != torch.get_num_threads():  # setting even the same number again made steps ~2% slower here
         torch.set_num_threads(threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
