@@ -60,7 +60,8 @@ def test_every_shipped_target_has_a_key_schema_unless_it_takes_kwargs():
         if path.relative_to(CONF).parts[0] not in ("hydra", "hparams_search")  # Hydra's own nodes
         for m in re.finditer(r"^\s*_target_:\s*(\S+)", path.read_text(), re.MULTILINE)
     }
-    kwargs_only = {"lightning.pytorch.loggers.TensorBoardLogger"}
+    # both pass **kwargs on (to TensorBoard's SummaryWriter, to wandb.init): any key may be meant
+    kwargs_only = {"lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.WandbLogger"}
     assert {t for t in found if target_schema(t) is None} == kwargs_only
 
 
