@@ -260,17 +260,19 @@ class CharLM(L.LightningModule):
         self.val_loss.update(loss_sum / count, weight=count)
 
     def on_validation_epoch_end(self) -> None:
-        loss = self.val_loss.compute()
-        self.val_loss.reset()
-        self.log_val({"val/loss": loss, "val/bpc": loss / math.log(2)})
+        self.log_split_loss("val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)  # `test=true`: the test split, scored as validation scores val
 
     def on_test_epoch_end(self) -> None:
+        self.log_split_loss("test")
+
+    def log_split_loss(self, split: str) -> None:
+        """`<split>/loss` and `<split>/bpc` from the losses gathered since the last call."""
         loss = self.val_loss.compute()
         self.val_loss.reset()
-        self.log_val({"test/loss": loss, "test/bpc": loss / math.log(2)})
+        self.log_val({f"{split}/loss": loss, f"{split}/bpc": loss / math.log(2)})
 
     def log_val(self, metrics: dict[str, torch.Tensor]) -> None:
         """One way to log validation results, so a subclass's extra metrics land at the same step."""
