@@ -29,9 +29,11 @@ COMMANDS = {
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
 @exit_on_user_error
 def train_job(cfg: DictConfig) -> float | None:
+    from charlm.console import stdout_to_stderr
     from charlm.train import train
 
-    return train(cfg)
+    with stdout_to_stderr():  # training prints nothing on stdout: bars and tables of fit, validate, test alike
+        return train(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="generate")

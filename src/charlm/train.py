@@ -29,7 +29,7 @@ from charlm.checkpoint import (
     share_final_checkpoint,
 )
 from charlm.config import check_config, resolve_threads, schedule_budget
-from charlm.console import quiet_third_party, stdout_to_stderr
+from charlm.console import quiet_third_party
 from charlm.errors import CharLMError
 from charlm.lightning_module import CharLM, load_module, module_class
 from charlm.record import update_result
@@ -195,13 +195,14 @@ def train(cfg: DictConfig) -> float | None:
         f"model: {cfg.model._target_.rsplit('.', 1)[-1]} with {module.num_params:,} parameters; "
         f"vocabulary of {len(datamodule.vocab)} characters; run directory {output_dir}"
     )
-    with ddp_fit(trainer), stdout_to_stderr():  # in a multirun, DDP's extra ranks re-run this job, not the sweep
+    with ddp_fit(trainer):  # in a multirun, DDP's extra ranks re-run this job, not the sweep
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if getattr(trainer, "interrupted", False):
         raise CharLMError("training was interrupted")
 
-    if trainer.is_global_zero:
-        share_last_with_best(trainer)
+    best_callback = val_loss_checkpoint(trainer)
+    if trainer.is_global_zero and best_callback is not None:
+        share_last_with_best(trainer, best_callback.best_model_path)
     for callback in trainer.checkpoint_callbacks:
         if callback.best_model_path and callback.best_model_score is not None:
             value = float(callback.best_model_score)
@@ -210,11 +211,11 @@ def train(cfg: DictConfig) -> float | None:
             rank_zero_info(f"checkpoint: {callback.best_model_path} (step {trainer.global_step})")
         if callback.last_model_path:
             rank_zero_info(f"last checkpoint: {callback.last_model_path} (step {trainer.global_step})")
-    best = next((c.best_model_score for c in trainer.checkpoint_callbacks if c.monitor == "val/loss"), None)
+    best = best_callback.best_model_score if best_callback is not None else None
     metric = trainer.callback_metrics.get("val/loss")
     result = float(best) if best is not None else (float(metric) if metric is not None else None)
     if cfg.get("test"):
-        best_path = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == "val/loss"), None)
+        best_path = best_callback.best_model_path if best_callback is not None else None
         if best_path:
             rank_zero_info(f"testing the best checkpoint, {best_path}")
         run_stage(trainer, trainer.test, module, datamodule, output_dir, ckpt_path=best_path or None)
@@ -236,11 +237,15 @@ def check_resumable(ckpt_path: str, module: CharLM) -> None:
         )
 
 
-def share_last_with_best(trainer: L.Trainer) -> None:
+def val_loss_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that keeps the best val/loss (callbacks.best_checkpoint), if the run has one."""
+    return next((c for c in trainer.checkpoint_callbacks if c.monitor == "val/loss"), None)
+
+
+def share_last_with_best(trainer: L.Trainer, best: str) -> None:
     """One file for the final step when the best checkpoint was saved at it (charlm.checkpoint): last.ckpt is
     written at the final step before its validation, so a best checkpoint newer than it is of that step."""
     last = next((c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path), "")
-    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == "val/loss"), "")
     if last and best and os.path.isfile(last) and os.path.isfile(best):
         if os.path.getmtime(best) >= os.path.getmtime(last):
             share_final_checkpoint(best, last)
@@ -256,7 +261,8 @@ def check_test_split(datamodule: Any) -> None:
 def run_stage(trainer: L.Trainer, stage: Any, module: CharLM, datamodule: Any, output_dir: Path, **kwargs: Any) -> dict:
     """Run `trainer.validate` or `trainer.test` and record its metrics in result.json (test/loss -> test_loss)."""
     stage(module, datamodule=datamodule, verbose=False, weights_only=True, **kwargs)  # verbose: a table on stdout
-    metrics = {k.replace("/", "_"): float(v) for k, v in trainer.callback_metrics.items() if k[:4] in ("val/", "test")}
+    scores = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/"))}
+    metrics = {k.replace("/", "_"): float(v) for k, v in scores.items()}
     if trainer.is_global_zero:
         update_result(output_dir, **metrics)
     return metrics
