@@ -11,7 +11,7 @@ from torch import nn
 from charlm.checks import require_choice, require_dropout, require_positive
 from charlm.errors import CharLMError
 from charlm.models.base import CharNet
-from charlm.models.cells import GATES, ScratchRecurrent
+from charlm.models.cells import GATES, ScratchRecurrent, trace
 
 TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -56,7 +56,7 @@ class RecurrentLM(CharNet):
             input_size = embedding_dim
         else:
             self.embed, input_size = None, vocab_size
-        self.vocab_size = vocab_size
+        self.vocab_size, self.cell = vocab_size, cell
         layer_dropout = dropout if num_layers > 1 else 0.0
         if impl == "torch":
             self.rnn = TORCH_MODULES[cell](input_size, hidden_size, num_layers, batch_first=True, dropout=layer_dropout)
@@ -82,3 +82,12 @@ class RecurrentLM(CharNet):
             x = F.one_hot(ids, self.vocab_size).float()  # (B, T, V)
         out, state = self.rnn(x, state)  # (B, T, H)
         return self.head(self.proj(self.drop(self.norm(out)))), state  # (B, T, V)
+
+    def trace(self, ids: torch.Tensor, state: Any = None) -> tuple[list[torch.Tensor], list[torch.Tensor | None], Any]:
+        """Every layer's hidden (and LSTM cell) state after each character of ids (B, T): per layer (B, T, H).
+
+        The same function as `forward`, step by step in Python (see `cells.trace`), so slow: for looking
+        at what units track, not for training. Returns the final state too, to trace a long text in pieces.
+        """
+        x = self.embed(ids) if self.embed is not None else F.one_hot(ids, self.vocab_size).float()  # (B, T, E)
+        return trace(self.rnn, self.cell, x, state)

@@ -101,6 +101,21 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.proj(y)), (k, v)
 
+    def weights(self, x: torch.Tensor, rope: RopeTables | None = None) -> torch.Tensor:
+        """The attention weights `forward`'s fused kernel never forms, for x (B, T, C) read from scratch:
+        softmax(q k^T / sqrt(hs)) under the causal mask, (B, nh, T, T), each row summing to 1. For looking
+        inside a trained net; training and generation never call it."""
+        B, T, C = x.shape
+        q, k, _ = self.qkv(x).split(C, dim=2)
+        q, k = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k))  # (B, nh, T, hs)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = rotate(q, rope), rotate(k, rope)
+        scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.size(-1))  # (B, nh, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        return scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+
 
 def relu_squared(x: torch.Tensor) -> torch.Tensor:
     """ReLU(x)^2: as cheap as ReLU, and language models trained faster with it than with GELU (Primer, 2021)."""
@@ -224,6 +239,25 @@ class TransformerLM(CharNet):
             x, present = block(x, None if state is None else state[i], rope)
             cache.append(present)
         return self.softcap(self.head(self.ln_f(x))), cache  # (B, T, V)
+
+    @torch.no_grad()
+    def attention(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        """Every block's attention weights over ids (B, T) read from scratch: one (B, nh, T, T) per layer, row t
+        the distribution position t attends with over positions 0..t. A separate pass beside `forward`, which
+        keeps its fused kernel."""
+        B, T = ids.shape
+        if T > self.max_context:
+            raise CharLMError(f"sequence of {T} characters is longer than block_size={self.max_context}")
+        x = self.tok_emb(ids)  # (B, T, C)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(T, device=ids.device))
+        rope = None if self.rotary is None else self.rotary(0, T)
+        x = self.drop(x)
+        maps = []
+        for block in self.blocks:
+            maps.append(block.attn.weights(block.ln_1(x), rope))
+            x, _ = block(x, None, rope)
+        return maps
 
     def softcap(self, logits: torch.Tensor) -> torch.Tensor:
         """cap * tanh(logits / cap) when a cap is set: no logit can run away, however confident the net."""

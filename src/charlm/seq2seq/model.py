@@ -158,14 +158,26 @@ class Seq2Seq(nn.Module):
         """Mix each decoder output with its attention context over the source: (B, T, H) -> (B, T, H)."""
         if self.attention == "none":
             return out
+        context = self.attention_weights(out, memory) @ memory.values  # (B, T, D)
+        return torch.tanh(self.combine(torch.cat([out, context], dim=-1)))  # (B, T, H)
+
+    def attention_weights(self, out: torch.Tensor, memory: Memory) -> torch.Tensor:
+        """How each decoder output (B, T, H) spreads its attention over the source: (B, T, S), rows sum to 1."""
         if self.attention == "dot":
             scores = out @ memory.keys.transpose(1, 2)  # (B, T, S)
         else:
             hidden = torch.tanh(self.query(out)[:, :, None, :] + memory.keys[:, None, :, :])  # (B, T, S, H)
             scores = self.score(hidden).squeeze(-1)  # (B, T, S)
-        scores = scores.masked_fill(~memory.mask[:, None, :], float("-inf"))
-        context = scores.softmax(dim=-1) @ memory.values  # (B, T, D)
-        return torch.tanh(self.combine(torch.cat([out, context], dim=-1)))  # (B, T, H)
+        return scores.masked_fill(~memory.mask[:, None, :], float("-inf")).softmax(dim=-1)
+
+    def alignment(self, src: torch.Tensor, src_len: torch.Tensor, dec_in: torch.Tensor) -> torch.Tensor:
+        """The attention weights (B, T, S) of decoding `dec_in` (<bos> + output so far) from `src`: fed the
+        net's own output, the teacher-forced pass computes exactly the weights free-running decoding used."""
+        if self.attention == "none":
+            raise CharLMError("this seq2seq model was trained with model.attention=none: it has no alignment to show")
+        memory, state = self.encode(src, src_len)
+        out, _ = self.decoder(self.drop(self.embed(dec_in)), state)  # (B, T, H)
+        return self.attention_weights(out, memory)
 
     def forward(
         self, src: torch.Tensor, src_len: torch.Tensor, dec_in: torch.Tensor, teacher_forcing: float = 1.0
