@@ -1,9 +1,9 @@
 """Throughput against plain PyTorch loops: python scripts/benchmark.py train (see charlm.tooling.benchmark)
 
-The same command as `charlm-benchmark` (charlm.app).
+The same command as `charlm-benchmark` (charlm.cli.app).
 """
 
-from charlm.app import benchmark_cli as cli
+from charlm.cli.app import benchmark_cli as cli
 
 if __name__ == "__main__":
     cli()

@@ -1,9 +1,9 @@
 """Score a text with a checkpoint: python scripts/evaluate.py ckpt_path=RUN_DIR [text_file=PATH] [context=stream]
 
-The same command as `charlm-evaluate` (charlm.app).
+The same command as `charlm-evaluate` (charlm.cli.app).
 """
 
-from charlm.app import evaluate_cli as cli
+from charlm.cli.app import evaluate_cli as cli
 
 if __name__ == "__main__":
     cli()

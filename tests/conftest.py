@@ -58,7 +58,7 @@ def train_in_process(run_dir: Path, *overrides: str) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from charlm.train import train
+    from charlm.jobs.train import train
 
     cfg = compose_train([f"hydra.run.dir={run_dir}", *overrides], hydra=True)
     with open_dict(cfg):

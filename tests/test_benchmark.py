@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from charlm.build import build_module
 from charlm.config import check_config
 from charlm.lightning_module import build_net
 from charlm.models import TransformerLM
 from charlm.sampling import SamplingOptions, generate_ids
 from charlm.tooling.benchmark import MODELS
-from charlm.train import build_module
 
 from conftest import ROOT, compose_train, make_text, tiny_overrides, train_cli
 from conftest import TINY as CONFTEST_TINY

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from charlm.generate import load_model
+from charlm.loading import load_model
 from charlm.sampling import SamplingOptions, generate
 from charlm.seq2seq.decoding import translate
 

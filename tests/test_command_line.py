@@ -18,7 +18,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from charlm.cli import flags_first, quote_override, verbatim
+from charlm.cli.argv import flags_first
+from charlm.overrides import quote_override, verbatim
 
 from conftest import ROOT, TINY, run_script, tiny_overrides, train_cli
 
@@ -411,7 +412,7 @@ def test_help_and_config_answer_without_importing_torch(flag: str) -> None:
     code = (
         "import sys\n"
         f"sys.argv = ['charlm-train', *{flag.split()!r}]\n"
-        "from charlm.app import train_cli\n"
+        "from charlm.cli.app import train_cli\n"
         "try:\n    train_cli()\nexcept SystemExit:\n    pass\n"
         "print('heavy:', [m for m in ('torch', 'lightning', 'tensorboard') if m in sys.modules])"
     )

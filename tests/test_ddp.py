@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from charlm.tooling.ddp import job_command_line
+from charlm.ddp import job_command_line
 
 from conftest import ROOT
 

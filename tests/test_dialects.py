@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from charlm import app
+from charlm.cli import app
 from charlm.dialects import EVALUATE_NAMES, GENERATE_NAMES, TRAIN
 
 COMMANDS = {"train": app.train_cli, "generate": app.generate_cli, "evaluate": app.evaluate_cli}
@@ -56,7 +56,7 @@ def test_a_char_rnn_flag_to_generate_points_to_its_option(monkeypatch, capsys):
 
 
 def test_a_misspelling_is_suggested_only_when_close():
-    from charlm.cli import did_you_mean
+    from charlm.cli.argv import did_you_mean
 
     assert did_you_mean("lrr", ["lr", "betas"]) == " (did you mean lr?)"
     assert did_you_mean("sample", ["num_samples", "seed"]) == ""

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from charlm.evaluate import DynamicEval, carried_segments, score, sliding_segments
-from charlm.generate import load_model
+from charlm.jobs.evaluate import DynamicEval, carried_segments, score, sliding_segments
+from charlm.loading import load_model
 from charlm.loss import IGNORE
 from charlm.prepared import Tokens
 

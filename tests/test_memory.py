@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from charlm.tooling.memory import glibc
+from charlm.memory import glibc
 
 pytestmark = pytest.mark.skipif(glibc() is None, reason="mallopt is glibc's; elsewhere the setting does nothing")
 
 PROBE = """
 import resource, sys, torch
-from charlm.tooling.memory import reuse_freed_memory
+from charlm.memory import reuse_freed_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
 def step():  # a 64 MB buffer allocated, touched and freed, as a big workspace is every training step

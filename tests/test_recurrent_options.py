@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from charlm import CharLMError, Vocab
+from charlm.build import build_module
 from charlm.models import RecurrentLM
 from charlm.sampling import SamplingOptions, generate_ids
-from charlm.train import build_module
 
 from conftest import compose_train, make_text, overfit_losses
 

@@ -17,9 +17,10 @@ from omegaconf import OmegaConf
 from test_errors import assert_one_line_error
 
 from charlm.callbacks import RunResult
-from charlm.errors import RunInterrupted
-from charlm.rundir import holds_only_hydra_files, run_name
-from charlm.tooling.sweep import one_line_error, write_summary
+from charlm.cli.rundir import holds_only_hydra_files
+from charlm.errors import RunInterrupted, one_line
+from charlm.naming import run_name
+from charlm.tooling.sweep import write_summary
 
 from conftest import ROOT, compose_train, run_script, tiny_overrides, train_cli
 
@@ -228,7 +229,7 @@ def test_a_fit_that_raises_records_its_status_and_error_as_the_sweep_words_them(
     result = json.loads((tmp_path / "result.json").read_text())
     assert (result["status"], result["error"], result["steps"], result["num_params"]) == (status, error, 7, 8)
     if status == "failed":
-        assert result["error"] == one_line_error(exception)
+        assert result["error"] == one_line(exception)
 
 
 def test_a_sweep_summarises_a_job_that_was_interrupted(tmp_path):

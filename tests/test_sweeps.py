@@ -24,7 +24,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from charlm.errors import CharLMError
-from charlm.tooling.sweep import SweepCallback, job_dirname, plot_val_loss, read_scalars, varying_overrides
+from charlm.naming import job_dirname
+from charlm.tooling.sweep import SweepCallback, plot_val_loss, read_scalars, varying_overrides
 
 from conftest import ROOT
 

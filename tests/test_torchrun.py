@@ -1,6 +1,6 @@
 """`torchrun` (and `srun`) start every rank themselves: one run directory, one set of checkpoints.
 
-Each rank runs the whole command, Hydra included; charlm.launch makes global rank 0 choose the run
+Each rank runs the whole command, Hydra included; charlm.cli.launch makes global rank 0 choose the run
 directory and the others receive it, and sets the Trainer's devices and nodes from the launch. The
 slow tests launch real processes on this machine (gloo on 127.0.0.1): `torchrun --standalone`, two
 torchrun "nodes" (static and c10d rendezvous) and two processes with srun's environment.
@@ -19,9 +19,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from charlm.cli import ConfigSource
+from charlm.cli.argv import ConfigSource
+from charlm.cli.launch import (
+    SRUN_VARS,
+    TORCHRUN_ID,
+    TORCHRUN_VARS,
+    Launch,
+    detect,
+    match_trainer,
+    pin_run_dir,
+    resolve_dir,
+)
 from charlm.errors import CharLMError
-from charlm.launch import SRUN_VARS, TORCHRUN_ID, TORCHRUN_VARS, Launch, detect, match_trainer, pin_run_dir, resolve_dir
 
 from conftest import ROOT, make_text, tiny_overrides
 
@@ -271,7 +280,7 @@ def test_two_torchrun_nodes_train_one_run_into_one_dir(workdir, rendezvous):
 
 @pytest.mark.slow
 def test_two_srun_tasks_train_one_run_into_one_dir(workdir):
-    """srun's environment, set by hand (there is no SLURM here): Lightning's SLURMEnvironment and charlm.launch."""
+    """srun's environment, set by hand (there is no SLURM here): Lightning's SLURMEnvironment and charlm.cli.launch."""
     env = {**launch_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     args = [a for a in train_args() if a != "threads=1"]  # threads=0: the two tasks share the cores
     args += ["trainer.num_nodes=1", "trainer.devices=2", "trainer.strategy=ddp"]

@@ -10,9 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from charlm.build import build_trainer
 from charlm.config import check_config
 from charlm.errors import CharLMError
-from charlm.train import build_trainer
 
 from conftest import ROOT, compose_train, tiny_overrides, train_in_process
 
@@ -161,7 +161,7 @@ def test_a_short_run_stores_its_final_checkpoint_once(tmp_path, corpus):
 
 
 def test_a_gpu_recipe_on_a_machine_without_a_gpu_says_what_to_add(monkeypatch):
-    from charlm.train import check_accelerator
+    from charlm.build import check_accelerator
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(CharLMError, match="add trainer.accelerator=cpu") as refused:

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from charlm import CharLMError, Vocab
+from charlm.build import build_module
 from charlm.config import check_config
 from charlm.models import TransformerLM
 from charlm.models.transformer import Rotary, rotate
 from charlm.sampling import SamplingOptions, generate_ids
-from charlm.train import build_module
 
 from conftest import ROOT, compose_train, make_text, overfit_losses, tiny_overrides
 

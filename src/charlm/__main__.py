@@ -1,3 +1,3 @@
-from charlm.app import main
+from charlm.cli.app import main
 
 main()

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from charlm import logbook
 from charlm.checkpoint import save_last_checkpoint
 from charlm.checks import require_fraction
-from charlm.errors import CharLMError, RunInterrupted
+from charlm.errors import CharLMError, RunInterrupted, one_line
 from charlm.record import update_result
 from charlm.sampling import generate
 
@@ -200,11 +200,10 @@ class RunResult(L.Callback):
 
     @rank_zero_only
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        from charlm.tooling.sweep import one_line_error
 
         interrupted = isinstance(exception, RunInterrupted | KeyboardInterrupt)
         if isinstance(exception, RunInterrupted) or not interrupted:
-            error = one_line_error(exception)
+            error = one_line(exception)
         else:
             error = f"training interrupted at step {trainer.global_step}"
         try:  # the record must never replace the error it records

@@ -28,14 +28,22 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.checks import require_fraction
-from charlm.cli import in_multirun
 from charlm.dialects import CLOSE_ENOUGH, pointer
 from charlm.errors import CharLMError
+from charlm.naming import job_dirname  # noqa: F401 - registers the run-name resolvers the configs use
 
 HYDRA_KEYS = {"_target_": str, "_partial_": bool, "_recursive_": bool, "_convert_": str, "_args_": list}
 # Keys of a `_target_` node that the code takes out before calling the constructor.
 CONSUMED = {"model": {"compile": bool}}  # the LightningModule compiles the net (module.build_net)
 NOT_CHECKED = {"hydra"}  # Hydra checks its own config
+
+
+def in_multirun() -> bool:
+    """True inside a job of a Hydra multirun (`-m`), where one job must not end the others."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @dataclass

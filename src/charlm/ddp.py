@@ -30,7 +30,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from charlm.cli import in_multirun
+from charlm.config import in_multirun
 from charlm.errors import CharLMError
 
 # what Lightning's launcher sets in this process's environment (see _call_children_scripts)

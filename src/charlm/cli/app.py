@@ -13,7 +13,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from charlm.cli import ConfigSource, exit_on_user_error, flags_first, run_app, verbatim
+from charlm.cli.argv import ConfigSource, exit_on_user_error, flags_first, run_app
+from charlm.overrides import verbatim
 
 CONFIGS = "pkg://charlm.conf"
 TEXT_KEYS = ("prompt", "prompt_file", "input", "input_file")  # free text and paths: taken verbatim
@@ -30,7 +31,7 @@ COMMANDS = {
 @exit_on_user_error
 def train_job(cfg: DictConfig) -> float | None:
     from charlm.console import stdout_to_stderr
-    from charlm.train import train
+    from charlm.jobs.train import train
 
     with stdout_to_stderr():  # training prints nothing on stdout: bars and tables of fit, validate, test alike
         return train(cfg)
@@ -39,7 +40,7 @@ def train_job(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="generate")
 @exit_on_user_error
 def generate_job(cfg: DictConfig) -> None:
-    from charlm.generate import run
+    from charlm.jobs.generate import run
 
     run(cfg)
 
@@ -47,16 +48,16 @@ def generate_job(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="evaluate")
 @exit_on_user_error
 def evaluate_job(cfg: DictConfig) -> None:
-    from charlm.evaluate import run
+    from charlm.jobs.evaluate import run
 
     run(cfg)
 
 
 def train_cli() -> None:
     """resume=RUN_DIR is shorthand for that run's overrides; Hydra's flags may stand anywhere. Under
-    torchrun or srun every rank trains into the one run directory rank 0 chose (charlm.launch)."""
-    from charlm.launch import share_launch
-    from charlm.resume import expand_resume
+    torchrun or srun every rank trains into the one run directory rank 0 chose (charlm.cli.launch)."""
+    from charlm.cli.launch import share_launch
+    from charlm.cli.resume import expand_resume
 
     configs = ConfigSource(CONFIGS, "train")
     run_app(train_job, configs, rewrite=lambda argv: share_launch(flags_first(expand_resume(argv)), configs))

@@ -13,7 +13,6 @@ still shows the full traceback.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import functools
 import logging
@@ -24,32 +23,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
+from charlm.cli.rundir import forget_run_dir, remember_run_dir, tidy_refused_run
+from charlm.config import in_multirun
 from charlm.dialects import CLOSE_ENOUGH, pointer
 from charlm.errors import EXIT_USER_ERROR, CharLMError
-from charlm.rundir import forget_run_dir, remember_run_dir, tidy_refused_run
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-# A run of backslashes right before `${` is read by OmegaConf as escapes; `\${` is a literal `${`.
-_INTERPOLATION = re.compile(r"(\\*)\$\{")
-
-
-def quote_override(key: str, text: str) -> str:
-    """`key='text'` such that Hydra and OmegaConf give back exactly `text` (any characters at all)."""
-    from hydra.core.override_parser.types import Quote, QuotedString
-
-    literal = _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", text)
-    return f"{key}={QuotedString(text=literal, quote=Quote.single).with_quotes()}"
-
-
-def verbatim(argv: list[str], keys: Iterable[str]) -> list[str]:
-    """argv with each `key=text` of `keys` quoted, so its text reaches the config unchanged."""
-    keys = tuple(keys)
-    out = []
-    for arg in argv:
-        key, sep, text = arg.partition("=")
-        out.append(quote_override(key, text) if sep and key in keys else arg)
-    return out
 
 
 def flags_first(argv: list[str]) -> list[str]:
@@ -111,13 +90,6 @@ def is_number(token: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose mistakes are `CharLMError`s: one line, exit 2, like every other mistake."""
-
-    def error(self, message: str) -> NoReturn:
-        raise CharLMError(f"{message} (see {self.prog} --help)")
 
 
 @dataclass(frozen=True)
@@ -289,14 +261,6 @@ def composed_without(bad_key: str, configs: ConfigSource) -> Any:
 # ---- inside a job
 
 
-def in_multirun() -> bool:
-    """True inside a job of a Hydra multirun (`-m`), where one job must not end the others."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def log_to_files(message: str) -> None:
     """Write `message` to the run's log file (Hydra's file handlers) without printing it again."""
     record = logging.LogRecord("charlm", logging.ERROR, __file__, 0, message, None, None)
@@ -310,7 +274,7 @@ def exit_on_user_error(fn: F) -> F:
     status. Inside a multirun it is raised instead: exiting would end every job of the sweep, while a
     raised error fails only this job (charlm.tooling.sweep records it and goes on).
 
-    A single run refused before it trained leaves no trace (charlm.rundir.tidy_refused_run): the directory
+    A single run refused before it trained leaves no trace (charlm.cli.rundir.tidy_refused_run): the directory
     it made is removed when it holds nothing but what Hydra wrote, one that was there is left as it was;
     here for a `CharLMError`, in `run_app` for the Hydra and Lightning refusals that leave the job as
     exceptions. Sweep jobs keep theirs (the summary lists them)."""

@@ -31,8 +31,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from charlm.cli import ConfigSource, quote_override
+from charlm.cli.argv import ConfigSource
 from charlm.errors import CharLMError
+from charlm.overrides import quote_override
 
 # what torchrun (torch.distributed.run) sets in each worker's environment
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -304,10 +305,10 @@ def resolve_dir(argv: list[str], configs: ConfigSource, key: str) -> str | None:
 
     try:
         args = get_args_parser().parse_args(argv[1:])
-        import charlm.app
+        import charlm.cli.app
 
         search_path = create_automatic_config_search_path(
-            charlm.app.__file__, None, args.config_path or configs.config_path
+            charlm.cli.app.__file__, None, args.config_path or configs.config_path
         )
         if args.config_dir:
             search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(args.config_dir)}")

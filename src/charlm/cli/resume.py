@@ -28,7 +28,7 @@ def expand_resume(argv: list[str]) -> list[str]:
             f"resume={run_dir} holds no checkpoint to resume from (its checkpoints/ folder has no "
             ".ckpt file): the run stopped before its first checkpoint; start it again instead"
         )
-    from charlm.cli import quote_override
+    from charlm.overrides import quote_override
 
     expanded = [*original, quote_override("hydra.run.dir", str(run_dir)), "ckpt_path=last"]
     rest = [a for i, a in enumerate(argv) if i not in found]

@@ -1,7 +1,7 @@
 """A single run's directory: its name, and no trace left in it by a run refused before it trained.
 
 Named: `outputs/runs/<date_time>_<overrides>` (`conf/hydra/default.yaml`), the overrides flat and sorted as a
-sweep job's directory has them (`charlm.tooling.sweep.job_dirname`: path values shortened to their file name,
+sweep job's directory has them (`charlm.naming.job_dirname`: path values shortened to their file name,
 a long list cut and hashed), so TensorBoard, MLflow and W&B show what each run is; no overrides, the date alone.
 
 Refused runs: Hydra makes the run directory and writes its config copy (`.hydra/`) and `train.log` into it
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 RESULT = "result.json"
 _found: dict[str, Any] = {}  # the run directory as it was before this run (NoteRunDir)
@@ -37,39 +37,6 @@ _job: dict[str, Any] = {}  # this single run's directory, as its job started (re
 
 
 # ---- the name
-
-
-def run_name(stamp: str, overrides: list[str], exclude: list[str]) -> str:
-    """A single run's directory name: the time it started and its overrides as a sweep job's directory is
-    named (`2026-12-04_03-10-00_model=gru,trainer.max_steps=5`), or the time alone without overrides."""
-    from charlm.tooling.sweep import job_dirname
-
-    kept = [o for o in overrides if o.partition("=")[0].lstrip("+~") not in exclude]
-    name = f"{stamp}_{job_dirname(kept, exclude)}" if kept else stamp
-    return name.replace("${", "{")  # Hydra reads its output dir inside other interpolations (the log file's)
-
-
-def as_typed(overrides: Any) -> list[str]:
-    """The overrides of `${hydra.overrides.task}`, an interpolation in one resolved where it can be (the name
-    is then the same when Lightning's DDP ranks resolve it again) and kept as typed where it cannot (the job
-    then reports it, as without this name)."""
-    if not isinstance(overrides, ListConfig):
-        return [str(o) for o in overrides]
-    typed = OmegaConf.to_container(overrides, resolve=False)
-    out = []
-    for index, literal in enumerate(typed):
-        try:
-            out.append(str(overrides[index]))
-        except Exception:
-            out.append(str(literal))
-    return out
-
-
-OmegaConf.register_new_resolver(
-    "charlm.run_name",
-    lambda stamp, overrides, exclude: run_name(str(stamp), as_typed(overrides), [str(k) for k in exclude]),
-    replace=True,
-)
 
 
 # ---- what was there before the run
@@ -192,7 +159,7 @@ def rank_zero() -> bool:
 
 def started_alone() -> bool:
     """False in a rank of a torchrun/srun launch or of Lightning's DDP, whose run directory other ranks share."""
-    from charlm.launch import detect
+    from charlm.cli.launch import detect
 
     return rank_zero() and int(os.environ.get("WORLD_SIZE") or 1) <= 1 and detect() is None
 

@@ -33,7 +33,7 @@ from charlm.checkpoint import find_checkpoint
 from charlm.corpus import default_cache_dir, text_files
 from charlm.data import CharDataModule, Windows, validation_windows
 from charlm.errors import CharLMError
-from charlm.generate import LoadedModel, default_device, load_model
+from charlm.loading import LoadedModel, default_device, load_model
 from charlm.loss import IGNORE, summed_loss
 from charlm.models.base import detach_state
 from charlm.prepared import UNKNOWN_MODES, Tokens, prepare
@@ -82,7 +82,7 @@ def trained_block_size(ckpt: Path) -> int:
 
 
 def run_datamodule(ckpt: Path) -> CharDataModule:
-    from charlm.train import instantiate
+    from charlm.build import instantiate
 
     cfg = run_config(ckpt)
     data = OmegaConf.to_container(cfg.data, resolve=True)

@@ -4,45 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
-from charlm.checkpoint import find_checkpoint
 from charlm.corpus import read_text
 from charlm.errors import CharLMError
-from charlm.lightning_module import CharLM, load_module
+from charlm.loading import default_device, load_model
 from charlm.sampling import SamplingOptions, encode_prompt, generate
-
-
-@dataclass
-class LoadedModel:
-    module: CharLM
-    path: str
-
-    @property
-    def net(self):
-        return self.module.net
-
-    @property
-    def vocab(self):
-        return self.module.vocab
-
-
-def load_model(ckpt_path: str, which: str = "best", device: str | torch.device = "cpu") -> LoadedModel:
-    """A trained model in eval mode from a .ckpt file or a run directory; nothing else needed."""
-    path = find_checkpoint(ckpt_path, which)
-    return LoadedModel(load_module(path).to(device).eval(), str(path))
-
-
-def default_device(device: str | None) -> str:
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
 
 # option -> (check, what is valid); null is valid where the check says so
 OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {

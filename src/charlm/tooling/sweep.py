@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import logging
 import math
 import os
-import re
 import statistics
 import time
 from pathlib import Path
@@ -36,14 +34,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from charlm.errors import CharLMError, RunInterrupted
+from charlm.errors import CharLMError, RunInterrupted, one_line
+from charlm.naming import HYDRA_ESCAPE
 from charlm.record import RESULT_FILE, read_result, update_result
 
 log = logging.getLogger(__name__)
 
-PATH_VALUE = re.compile(r"[/\\]")  # a value with a slash names a file: only its last part goes into a dir name
-HYDRA_ESCAPE = re.compile(r"\\(.)")  # a sweep job's overrides come escaped: 00\:00\:02\:00, my\ books
-MAX_DIRNAME_BYTES = 200  # file systems refuse names over 255 bytes; a long override list is cut and hashed
 _current_sweep: dict[str, Path] = {}  # the sweep this process runs, for `failed_sweep_message`
 SUMMARY_COLUMNS = (
     "job",
@@ -66,12 +62,6 @@ SUMMARY_COLUMNS = (
 def is_rank_zero() -> bool:
     """False in the extra DDP ranks, which run the same Hydra job in the same directory."""
     return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
-
-
-def one_line_error(err: BaseException) -> str:
-    """A user error is its message; anything else also names the exception type."""
-    text = str(err) if isinstance(err, CharLMError) else f"{type(err).__name__}: {err}"
-    return " ".join(text.split())
 
 
 class SweepCallback(Callback):
@@ -137,38 +127,11 @@ def failed_sweep_message() -> str | None:
     )
 
 
-def job_dirname(overrides: list[str], exclude: list[str]) -> str:
-    """A sweep job's directory name: its overrides, sorted, flat (path values shortened to their file name).
-
-    Used as `${charlm.job_dir:...}` in conf/hydra/default.yaml instead of Hydra's override_dirname,
-    which keeps the slashes of `data.path=/a/b.txt` and so nests the job in a tree of folders.
-    """
-    items = []
-    for override in sorted(overrides):
-        key, sep, value = override.partition("=")
-        if key.lstrip("+~") in exclude:
-            continue
-        value = HYDRA_ESCAPE.sub(r"\1", value.strip("'\""))
-        if PATH_VALUE.search(value):
-            value = PATH_VALUE.split(value.rstrip("/\\"))[-1] or "root"
-        items.append(f"{key}{sep}{value}")
-    name = ",".join(items) or "default"
-    if len(name.encode()) <= MAX_DIRNAME_BYTES:
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:10]  # still one directory per job when cut
-    return name.encode()[: MAX_DIRNAME_BYTES - 11].decode(errors="ignore") + "~" + digest
-
-
-OmegaConf.register_new_resolver(
-    "charlm.job_dir", lambda overrides, exclude: job_dirname(list(overrides), list(exclude)), replace=True
-)
-
-
 def log_failure(config: DictConfig, job_return: JobReturn, error: BaseException) -> None:
     """One line for a user error; a bug keeps its traceback (in the console and the job's log)."""
     where = f"job #{config.hydra.job.num} ({' '.join(job_return.overrides or [])})"
     trace = None if isinstance(error, CharLMError) else (type(error), error, error.__traceback__)
-    log.error(f"{where} failed: {one_line_error(error)}", exc_info=trace)
+    log.error(f"{where} failed: {one_line(error)}", exc_info=trace)
 
 
 def record_job(config: DictConfig, job_return: JobReturn, error: BaseException | None, wall_time: float) -> None:
@@ -179,7 +142,7 @@ def record_job(config: DictConfig, job_return: JobReturn, error: BaseException |
         job=job_num,
         overrides=list(job_return.overrides or []),
         status="failed" if error is not None else "ok",
-        error=one_line_error(error) if error is not None else "",
+        error=one_line(error) if error is not None else "",
         wall_time_s=round(wall_time, 2),
         return_value=job_return._return_value if error is None else None,
     )

@@ -2,13 +2,13 @@
 the key/value cache and carried state buy at generation time.
 
 `train`: each model is built from the real composed Hydra config by the same functions
-`charlm.train` uses (prepare, build_module, build_trainer) and fitted by the real Trainer,
+`charlm.build` gives the train job (set_up_process, build_module, build_trainer) and fitted by the real Trainer,
 with a callback that timestamps every finished step. Then a plain loop trains a net of the
 identical shape (same class from `charlm.models`, same seed so the same initial weights,
 same batches from the same data tensor, same optimiser settings, schedule, clipping and
 precision). The plain loop is what a loop written by hand gets: torch's default optimiser
 implementation (the project's config picks the fused one) and glibc's own allocator
-behaviour (the project keeps freed memory for reuse, see `charlm.tooling.memory`). So the ratio of
+behaviour (the project keeps freed memory for reuse, see `charlm.memory`). So the ratio of
 the two rates is the framework's overhead net of what its defaults buy. Both count tokens
 over steps after the warm-up only: batch assembly + forward + backward + optimiser.
 
@@ -40,8 +40,7 @@ from typing import Any
 
 import torch
 
-from charlm.cli import OneLineParser
-from charlm.errors import CharLMError
+from charlm.errors import CharLMError, OneLineParser
 from charlm.tooling.benchmark import scale
 from charlm.tooling.benchmark.generation import generate_table, generation_row
 from charlm.tooling.benchmark.measure import MODELS, log, machine, quiet_lightning, run_config, write_json

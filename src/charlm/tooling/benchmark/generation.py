@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from charlm.build import instantiate, set_up_process
 from charlm.lightning_module import build_net
 from charlm.models.base import CharNet
 from charlm.sampling import SamplingOptions, encode_prompt, generate_ids
 from charlm.tooling.benchmark.measure import format_table, run_config, sync
-from charlm.train import instantiate, prepare
 
 # ---------------------------------------------------------------------------- generation
 
@@ -34,7 +34,7 @@ def generation_rate(
 def generation_row(model: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="charlm-bench-") as out:
         cfg = run_config(model, args.data, args.set, [f"data.block_size={args.block_size}"], out)
-    prepare(cfg)
+    set_up_process(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     net = build_net(OmegaConf.to_container(cfg.model, resolve=True), len(datamodule.vocab)).to(device).eval()

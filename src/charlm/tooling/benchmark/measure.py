@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.errors import CharLMError
-from charlm.tooling.memory import release_free_memory
+from charlm.memory import release_free_memory
 
 MODELS = ("bigram", "rnn", "lstm", "gru", "transformer")
 ABSENT = object()

@@ -40,8 +40,8 @@ from typing import Any
 
 import lightning as L
 
-from charlm.cli import quote_override
 from charlm.errors import CharLMError
+from charlm.overrides import quote_override
 from charlm.prepared import RACY_S
 from charlm.tooling.benchmark.measure import compose_train, format_table, log, machine, write_json
 
@@ -195,7 +195,7 @@ def train_command() -> list[str]:
     script = Path(sys.executable).with_name("charlm-train")
     if script.is_file():
         return [str(script)]
-    return [sys.executable, "-c", "from charlm.app import train_cli; train_cli()"]
+    return [sys.executable, "-c", "from charlm.cli.app import train_cli; train_cli()"]
 
 
 def run_overrides(corpus: Path, steps: int, run_dir: Path, probe: Path, sets: Sequence[str]) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from charlm.build import build_module, build_trainer, instantiate, set_up_process
 from charlm.errors import CharLMError
 from charlm.lightning_module import build_net, optimizer_and_schedule
 from charlm.loss import next_char_loss
@@ -30,7 +31,6 @@ from charlm.tooling.benchmark.measure import (
     run_config,
     sync,
 )
-from charlm.train import build_module, build_trainer, instantiate, prepare
 
 # ---------------------------------------------------------------------------- training: framework and plain
 
@@ -39,7 +39,7 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
     """`fn(*args)` in a child process forked from a server that has only imported charlm.
 
     Each run starts as a new training process would: glibc's allocator untouched by earlier
-    runs (see `charlm.tooling.memory`), no torch threads running yet, and a peak memory of its own.
+    runs (see `charlm.memory`), no torch threads running yet, and a peak memory of its own.
     """
     ctx = multiprocessing.get_context("forkserver")
     with ctx.Pool(1) as pool:
@@ -50,7 +50,7 @@ def framework_run(cfg_dict: dict, warmup: int) -> tuple[Measurement, dict[str, A
     """One fit through the project's own code path, timed step by step; returns what the plain loop needs."""
     quiet_lightning()
     cfg = OmegaConf.create(cfg_dict)
-    prepare(cfg)
+    set_up_process(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.vocab.chars)
@@ -116,7 +116,7 @@ def plain_run(cfg_dict: dict, device_name: str, warmup: int) -> Measurement:
     quiet_lightning()
     cfg = OmegaConf.create(cfg_dict)
     cfg.reuse_freed_memory = False
-    prepare(cfg)  # threads, seed and matmul precision as the framework's run
+    set_up_process(cfg)  # threads, seed and matmul precision as the framework's run
     datamodule = instantiate(cfg.data)  # unattached to a trainer: batches from index 0, rank 0
     datamodule.setup("fit")
     batches = datamodule.train_dataloader().dataset
