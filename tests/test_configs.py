@@ -13,7 +13,6 @@ from charlm.config import check_config
 from conftest import ROOT, compose_train
 
 CONF = ROOT / "conf"
-PRIMARY = {"train.yaml", "generate.yaml", "evaluate.yaml"}
 NOT_GROUPS = {"hydra"}  # Hydra's own config tree, exercised by the sweep tests
 BASE = "base"  # GROUP/base/NAME.yaml: what a group's options share, reached through their defaults lists
 
@@ -22,7 +21,7 @@ def group_options() -> list[tuple[str, str]]:
     options = []
     for path in sorted(CONF.rglob("*.yaml")):
         rel = path.relative_to(CONF)
-        if rel.name in PRIMARY and rel.parent == Path("."):
+        if rel.parent == Path("."):  # a command's primary config (train.yaml, generate.yaml, ...), no group's
             continue
         group = rel.parent.as_posix()
         if group.split("/")[0] in NOT_GROUPS or rel.parent.name == BASE:
