@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 from test_resume import STEPS, kill_then_resume
 from test_resume import run_args as resume_run_args
 
-from charlm.lightning_module import build_net, optimizer_and_schedule
+from charlm.lightning_module import build_net
 from charlm.optimizers import MuonAdamW
+from charlm.schedule import optimizer_and_schedule
 
 from conftest import compose_train, make_text, train_cli
 

@@ -15,8 +15,8 @@ import torch
 
 from charlm.build import build_module
 from charlm.data import TrainBatches
-from charlm.lightning_module import optimizer_and_schedule
 from charlm.loss import next_char_loss
+from charlm.schedule import optimizer_and_schedule
 from charlm.vocab import Vocab
 
 from conftest import MODELS, compose_train, make_text, tiny_overrides

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from charlm.config import check_config, schedule_budget
 from charlm.errors import CharLMError
-from charlm.lightning_module import TimedWarmupCosine, optimizer_and_schedule, time_progress
+from charlm.schedule import TimedWarmupCosine, optimizer_and_schedule, time_progress
 
 from conftest import compose_train, tiny_overrides, train_cli
 

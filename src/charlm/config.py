@@ -1,7 +1,7 @@
 """Checks on the composed config that must pass before anything is built or written.
 
 A schema says which keys each node may have and of which type:
-- the top level and `scheduler`: the dataclasses `TrainConfig` and `Scheduler` below;
+- the top level and `scheduler`: the dataclasses `TrainConfig` below and `charlm.schedule.ScheduleSettings`;
 - a node with a `_target_` (data, model, trainer, optimizer, each callback and logger): the
   parameters of the target's constructor, plus Hydra's own `_target_`-style keys. A constructor that
   takes **kwargs, a target that does not import and a node without a target (`paths`) have no schema.
@@ -20,7 +20,7 @@ import os
 import time
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -30,7 +30,10 @@ from omegaconf import DictConfig, OmegaConf
 from charlm.checks import require_fraction
 from charlm.dialects import CLOSE_ENOUGH, pointer
 from charlm.errors import CharLMError
+from charlm.hydra_run import in_multirun
 from charlm.naming import job_dirname  # noqa: F401 - registers the run-name resolvers the configs use
+from charlm.schedule import ScheduleSettings
+from charlm.schedule import defaults as schedule_defaults
 
 HYDRA_KEYS = {"_target_": str, "_partial_": bool, "_recursive_": bool, "_convert_": str, "_args_": list}
 # Keys of a `_target_` node that the code takes out before calling the constructor.
@@ -38,48 +41,31 @@ CONSUMED = {"model": {"compile": bool}}  # the LightningModule compiles the net 
 NOT_CHECKED = {"hydra"}  # Hydra checks its own config
 
 
-def in_multirun() -> bool:
-    """True inside a job of a Hydra multirun (`-m`), where one job must not end the others."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-@dataclass
-class Scheduler:
-    warmup_steps: int = 50
-    decay: str = "cosine"
-    min_lr_ratio: float = 0.1
-    total_steps: int | None = None
-    budget: str = "auto"
-    warmup_fraction: float = 0.02
-
-
 @dataclass
 class TrainConfig:
-    """The top level of a training config; each `Any` group is checked against its own `_target_`."""
+    """The top level of a training config, as a schema (types only: the values and their defaults are
+    conf/train.yaml's); each `Any` group is checked against its own `_target_`."""
 
-    seed: int = 1337
-    tags: list[str] = field(default_factory=list)
-    threads: int = 0
-    parallel_jobs: int | None = None
-    ckpt_path: str | None = None
-    train: bool = True
-    test: bool = False
-    matmul_precision: str | None = None
-    reuse_freed_memory: bool = True
-    data: Any = None
-    model: Any = None
-    trainer: Any = None
-    optimizer: Any = None
-    averaging: Any = None
-    scheduler: Scheduler = field(default_factory=Scheduler)
-    logger: Any = None
-    callbacks: Any = None
-    paths: Any = None
-    debug: Any = None  # the debug group's own keys, if any (its options set trainer and hydra keys)
-    hydra: Any = None  # present when composed with return_hydra_config
+    seed: int
+    tags: list[str]
+    threads: int
+    parallel_jobs: int | None
+    ckpt_path: str | None
+    train: bool
+    test: bool
+    matmul_precision: str | None
+    reuse_freed_memory: bool
+    data: Any
+    model: Any
+    trainer: Any
+    optimizer: Any
+    averaging: Any
+    scheduler: ScheduleSettings
+    logger: Any
+    callbacks: Any
+    paths: Any
+    debug: Any
+    hydra: Any
 
 
 def dataclass_schema(cls: type) -> dict[str, Any]:
@@ -190,7 +176,7 @@ OmegaConf.register_new_resolver("charlm.step_limit", step_limit, replace=True)
 
 def schedule_budget(cfg: DictConfig) -> str:
     """scheduler.budget with `auto` decided: time when trainer.max_time is set, else steps."""
-    budget = OmegaConf.select(cfg, "scheduler.budget", default="auto")
+    budget = OmegaConf.select(cfg, "scheduler.budget", default=schedule_defaults()["budget"])
     if budget == "auto":
         return "time" if OmegaConf.select(cfg, "trainer.max_time") else "steps"
     return budget
@@ -199,15 +185,15 @@ def schedule_budget(cfg: DictConfig) -> str:
 def check_budget(cfg: DictConfig) -> None:
     """A time-budgeted schedule needs the budget (trainer.max_time) and a warm-up shorter than it; a
     step-budgeted one needs a step count to decay over."""
-    budget = OmegaConf.select(cfg, "scheduler.budget", default="auto")
+    budget = OmegaConf.select(cfg, "scheduler.budget", default=schedule_defaults()["budget"])
     if budget not in ("auto", "steps", "time"):
         raise CharLMError(f"scheduler.budget={budget!r} is not valid; choose one of auto, steps, time")
-    fraction = OmegaConf.select(cfg, "scheduler.warmup_fraction", default=0.0)
+    fraction = OmegaConf.select(cfg, "scheduler.warmup_fraction", default=schedule_defaults()["warmup_fraction"])
     if isinstance(fraction, (int, float)):  # other types are the schema's to refuse
         require_fraction("scheduler.warmup_fraction", fraction)
     if budget == "time" and OmegaConf.select(cfg, "trainer.max_time") is None:
         raise CharLMError("scheduler.budget=time needs trainer.max_time (e.g. trainer.max_time=00:01:00:00)")
-    decays = OmegaConf.select(cfg, "scheduler.decay", default="cosine") == "cosine"
+    decays = OmegaConf.select(cfg, "scheduler.decay", default=schedule_defaults()["decay"]) == "cosine"
     total = OmegaConf.select(cfg, "scheduler.total_steps") or OmegaConf.select(cfg, "trainer.max_steps")
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     bounded = isinstance(epochs, int) and epochs > 0 or OmegaConf.select(cfg, "trainer.fast_dev_run")

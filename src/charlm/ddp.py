@@ -30,8 +30,8 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from charlm.config import in_multirun
 from charlm.errors import CharLMError
+from charlm.hydra_run import in_multirun
 
 # what Lightning's launcher sets in this process's environment (see _call_children_scripts)
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from charlm.cli.rundir import forget_run_dir, remember_run_dir, tidy_refused_run
-from charlm.config import in_multirun
 from charlm.dialects import CLOSE_ENOUGH, pointer
 from charlm.errors import EXIT_USER_ERROR, CharLMError
+from charlm.hydra_run import in_multirun
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from charlm.build import build_module, build_trainer, instantiate, set_up_process
 from charlm.errors import CharLMError
-from charlm.lightning_module import build_net, optimizer_and_schedule
+from charlm.lightning_module import build_net
 from charlm.loss import next_char_loss
 from charlm.models.base import CharNet, detach_state
+from charlm.schedule import optimizer_and_schedule
 from charlm.tooling.benchmark.measure import (
     Measurement,
     StepTimer,
