@@ -3,7 +3,14 @@
 The same command as `charlm-generate` (charlm.cli.app).
 """
 
-from charlm.cli.app import generate_cli as cli
+import sys
+from pathlib import Path
+
+# scripts/inspect.py shares its name with the standard library's `inspect`, which Hydra and torch import:
+# this folder leaves the import path before anything else is imported.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from charlm.cli.app import generate_cli as cli  # noqa: E402
 
 if __name__ == "__main__":
     cli()
