@@ -6,6 +6,7 @@ so each logger gets them here in its own form:
 - CSV: `<log dir>/<tag>/step_000600.txt`, and the settings in `<log dir>/hparams.yaml`;
 - MLflow: artifacts `<tag>/step_000600.txt`, the settings as params, each tag as a run tag;
 - W&B: a table per text under its tag, the settings in the run's config, the tags as its tags.
+Images (`log_image`) and embeddings (`log_embedding`) take the same routes where a logger has them.
 TensorBoard and CSV have the tags as the setting `tags` (comma-joined). MLflow and W&B runs are
 named after the run dir unless their config names them; the W&B run is closed when fit ends, so
 that the next job of a sweep in the same process gets a run of its own.
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
@@ -50,6 +52,41 @@ def log_text(trainer: L.Trainer, tag: str, text: str, step: int) -> None:
             logger.experiment.log_text(logger.run_id, text, text_file(tag, step))
         elif isinstance(logger, WandbLogger):
             logger.log_text(key=tag, columns=["step", "text"], data=[[step, text]], step=step)
+
+
+def image_file(tag: str, step: int) -> str:
+    """Where an image goes in a CSV log dir or among MLflow's artifacts: `insight/surprise/step_000600.png`."""
+    return f"{tag}/step_{step:06d}.png"
+
+
+def log_image(trainer: L.Trainer, tag: str, image: np.ndarray, step: int) -> None:
+    """An RGB image (H, W, 3) uint8 at `step` under `tag`, for every logger of the run: TensorBoard's IMAGES tab,
+    a PNG in the CSV log dir, an MLflow artifact, a W&B image."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, image, step, dataformats="HWC")
+        elif isinstance(logger, CSVLogger):
+            from PIL import Image
+
+            path = Path(logger.log_dir) / image_file(tag, step)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(path)
+        elif isinstance(logger, MLFlowLogger):
+            logger.experiment.log_image(logger.run_id, image, artifact_file=image_file(tag, step))
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(key=tag, images=[image], step=step)
+
+
+def log_embedding(trainer: L.Trainer, tag: str, matrix: np.ndarray, labels: list[str], step: int) -> None:
+    """Vectors (N, D) with a label each for TensorBoard's PROJECTOR tab; the other loggers have no such view,
+    and a CSV log dir gets them as `<tag>.tsv` with `<tag>_labels.tsv` (the files the standalone projector reads)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_embedding(matrix, metadata=labels, tag=tag, global_step=step)
+        elif isinstance(logger, CSVLogger):
+            base = Path(logger.log_dir) / tag.replace("/", "_")
+            np.savetxt(f"{base}.tsv", matrix, delimiter="\t", fmt="%.6g")
+            Path(f"{base}_labels.tsv").write_text("\n".join(labels) + "\n", encoding="utf-8")
 
 
 def scalar(value: Any) -> int | float | str | bool:

@@ -1,4 +1,4 @@
-"""The commands: `charlm-train`, `charlm-generate`, `charlm-evaluate`, `charlm-benchmark` (and `scripts/*.py`).
+"""The commands: `charlm-train`, `-generate`, `-evaluate`, `-inspect`, `-benchmark` (and `scripts/*.py`).
 
 Each is a Hydra app over the configs installed with the package (`pkg://charlm.conf`), so it
 works from any directory; `--config-dir DIR` adds a user's own configs. Nothing here imports
@@ -23,6 +23,7 @@ COMMANDS = {
     "charlm-train": "train a model: charlm-train model=lstm (python scripts/train.py)",
     "charlm-generate": "sample text from a checkpoint: charlm-generate ckpt_path=RUN prompt=... (scripts/generate.py)",
     "charlm-evaluate": "score a text (loss, bits per character): charlm-evaluate ckpt_path=RUN (scripts/evaluate.py)",
+    "charlm-inspect": "look inside a model (surprise, neurons, attention) as one HTML page (scripts/inspect.py)",
     "charlm-benchmark": "throughput against plain PyTorch, corpus scale: charlm-benchmark train|generate|scale",
 }
 
@@ -53,6 +54,14 @@ def evaluate_job(cfg: DictConfig) -> None:
     run(cfg)
 
 
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="inspect")
+@exit_on_user_error
+def inspect_job(cfg: DictConfig) -> None:
+    from charlm.jobs.inspect import run
+
+    run(cfg)
+
+
 def train_cli() -> None:
     """resume=RUN_DIR is shorthand for that run's overrides; Hydra's flags may stand anywhere. Under
     torchrun or srun every rank trains into the one run directory rank 0 chose (charlm.cli.launch)."""
@@ -66,12 +75,19 @@ def train_cli() -> None:
 def generate_cli() -> None:
     """prompt=, input= and the file arguments are taken verbatim; Hydra's flags may stand anywhere."""
     configs = ConfigSource(CONFIGS, "generate")
-    run_app(generate_job, configs, rewrite=lambda argv: flags_first(verbatim(argv, (*TEXT_KEYS, *PATH_KEYS))))
+    keys = (*TEXT_KEYS, *PATH_KEYS, "attention_png")
+    run_app(generate_job, configs, rewrite=lambda argv: flags_first(verbatim(argv, keys)))
 
 
 def evaluate_cli() -> None:
     configs = ConfigSource(CONFIGS, "evaluate")
     run_app(evaluate_job, configs, rewrite=lambda argv: flags_first(verbatim(argv, PATH_KEYS)))
+
+
+def inspect_cli() -> None:
+    """text= and the paths (text_file=, output=) are taken verbatim; Hydra's flags may stand anywhere."""
+    configs = ConfigSource(CONFIGS, "inspect")
+    run_app(inspect_job, configs, rewrite=lambda argv: flags_first(verbatim(argv, ("text", *PATH_KEYS, "output"))))
 
 
 def benchmark_cli() -> None:

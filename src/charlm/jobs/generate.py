@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_method
 from omegaconf import DictConfig
 
 from charlm.corpus import read_text
@@ -69,14 +70,15 @@ def run(cfg: DictConfig) -> list[str]:
     check_options(cfg)
     device = default_device(cfg.get("device"))
     model = load_model(cfg.ckpt_path, cfg.get("which", "best"), device)
-    if model.module.task == "seq2seq":
+    decoder = model.module.architecture.decoder
+    if decoder is not None:
         if cfg.get("prompt_file") is not None:
             raise CharLMError(
                 "prompt_file= continues text with a language model; a seq2seq checkpoint takes input= or input_file="
             )
-        from charlm.seq2seq import decoding
-
-        return decoding.run(cfg, model.net, model.vocab)
+        return get_method(decoder)(cfg, model.net, model.vocab)
+    if cfg.get("attention_png"):
+        raise CharLMError("attention_png= draws a seq2seq model's alignment; charlm-inspect shows a language model's")
     if cfg.get("input") is not None or cfg.get("input_file"):
         raise CharLMError("input= and input_file= are for seq2seq checkpoints; a language model continues prompt=")
     prompt = read_prompt(cfg)

@@ -6,6 +6,7 @@ Used by validation (greedy, for CER and exact match) and by `generate.py input=.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -164,6 +165,9 @@ def run(cfg: DictConfig, net: Seq2Seq, vocab: PairVocab) -> list[str]:
             "prompt= continues text with a language model; a seq2seq checkpoint takes input= or input_file="
         )
     sources, where = read_inputs(cfg.get("input"), cfg.get("input_file"))
+    png = cfg.get("attention_png")
+    if png and net.attention == "none":
+        raise CharLMError("attention_png= needs a model with attention; this one was trained with model.attention=none")
     opts = SamplingOptions(cfg.temperature, cfg.top_k, cfg.top_p, bool(cfg.greedy))
     beam = cfg.get("beam_size")
     texts = []
@@ -174,4 +178,23 @@ def run(cfg: DictConfig, net: Seq2Seq, vocab: PairVocab) -> list[str]:
         for text in out:
             print(text, flush=True)
         texts.extend(out)
+    if png:
+        write_alignments(net, vocab, sources, texts, Path(str(png)).expanduser())
     return texts
+
+
+def write_alignments(net: Seq2Seq, vocab: PairVocab, sources: list[str], outputs: list[str], png: Path) -> list[Path]:
+    """Each output's alignment heatmap (one row per output character) as a PNG: `png` itself for one output,
+    `<stem>-<k><suffix>` for the k-th of several (sources in order, then samples)."""
+    from charlm.insight.attention import alignment
+    from charlm.insight.figures import alignment_figure, save_png
+
+    paths = []
+    for k, output in enumerate(outputs):
+        source = sources[k % len(sources)]
+        path = png if len(outputs) == 1 else png.with_name(f"{png.stem}-{k + 1}{png.suffix or '.png'}")
+        if not output:
+            print(f"attention_png: the output for {source!r} is empty, so {path} has no rows to draw", file=sys.stderr)
+            continue
+        paths.append(save_png(alignment_figure(alignment(net, vocab, source, output)), path))
+    return paths
