@@ -8,9 +8,12 @@ Views a model lacks fall back to the surprise view.
 import sys
 from pathlib import Path
 
-from charlm.errors import CharLMError
-from charlm.insight.browser import screenshot
-from charlm.insight.page import VIEWS
+# scripts/inspect.py shares its name with the standard library's inspect: this folder leaves the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from charlm.errors import CharLMError  # noqa: E402
+from charlm.insight.browser import screenshot  # noqa: E402
+from charlm.insight.page import VIEWS  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
