@@ -12,6 +12,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from charlm.models import language_models
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
@@ -35,14 +37,7 @@ TINY = [
     "trainer.enable_model_summary=false",
     "threads=1",
 ]
-MODEL_KEYS = {
-    "bigram": [],
-    "rnn": ["model.hidden_size", "model.num_layers", "model.embedding_dim"],
-    "lstm": ["model.hidden_size", "model.num_layers", "model.embedding_dim"],
-    "gru": ["model.hidden_size", "model.num_layers", "model.embedding_dim"],
-    "transformer": ["model.n_layer", "model.n_head", "model.n_embd"],
-}
-MODELS = list(MODEL_KEYS)
+MODELS = language_models()  # every model= option that continues text, from the registry
 
 
 def compose_train(overrides: list[str], hydra: bool = False) -> DictConfig:
@@ -71,9 +66,10 @@ def train_in_process(run_dir: Path, *overrides: str) -> float | None:
 
 
 def tiny_overrides(model: str) -> list[str]:
-    """TINY minus the model keys this architecture does not have."""
-    foreign = {k for keys in MODEL_KEYS.values() for k in keys} - set(MODEL_KEYS[model])
-    return [f"model={model}"] + [o for o in TINY if o.split("=")[0] not in foreign]
+    """TINY less the model keys this architecture's config does not have."""
+    model_cfg = compose_train([f"model={model}"]).model
+    kept = [o for o in TINY if not o.startswith("model.") or o.split("=")[0].removeprefix("model.") in model_cfg]
+    return [f"model={model}", *kept]
 
 
 def make_text(n_chars: int = 6000, seed: int = 0) -> str:

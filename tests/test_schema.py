@@ -8,11 +8,12 @@ import pytest
 
 from charlm import CharLMError
 from charlm.config import check_config, target_schema
+from charlm.models import language_models
 
 from conftest import ROOT, compose_train, run_script
 
 CONF = ROOT / "conf"
-LM_MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem != "seq2seq")
+LM_MODELS = language_models()
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 SEARCHES = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
 MINE = "# @package _global_\nscheduler:\n  warmup_step: 500\n"

@@ -42,8 +42,8 @@ class SampleText(L.Callback):
 
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.loggers or pl_module.task != "lm":
-            return  # a seq2seq module writes its own val samples
+        if trainer.sanity_checking or not trainer.loggers or not pl_module.architecture.continues_text:
+            return  # a model that does not continue text (seq2seq) writes its own val samples
         # A corpus may lack some prompt characters (even the newline): sample from what it has.
         prompt = "".join(ch for ch in self.prompt if ch in pl_module.vocab.chars)
         text = generate(

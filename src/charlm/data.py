@@ -154,7 +154,6 @@ class StepDataModule(L.LightningDataModule):
     uninterrupted one.
     """
 
-    task: str = "lm"  # what its batches train: "lm" (next character) or "seq2seq" (pairs)
     pin_memory: bool = True
 
     @property

@@ -21,7 +21,7 @@ from torchmetrics import MeanMetric
 from charlm.checkpoint import load_checkpoint, save_last_checkpoint
 from charlm.errors import CharLMError
 from charlm.loss import next_char_loss, summed_loss
-from charlm.models import ARCHITECTURES, architecture
+from charlm.models import ARCHITECTURES, Architecture, architecture
 from charlm.models.base import CharNet, detach_state
 from charlm.schedule import TimedWarmupCosine, optimizer_and_schedule, schedule_steps, time_progress
 from charlm.vocab import Vocab
@@ -75,7 +75,6 @@ def is_last_step(trainer: L.Trainer) -> bool:
 
 
 class CharLM(L.LightningModule):
-    task = "lm"  # what batches it trains on; a data module may say which task it serves
     vocab_class: Callable[[str], Any] = Vocab  # builds the vocabulary from the checkpoint's string
 
     def __init__(
@@ -98,6 +97,11 @@ class CharLM(L.LightningModule):
         self._train_record: tuple[torch.Tensor, int | torch.Tensor, dict[str, float]] | None = None
         self._written_step = -1  # the last step whose train metrics were written
         self.val_loss = MeanMetric()
+
+    @property
+    def architecture(self) -> Architecture:
+        """The registry's entry for this module's net: what it trains on and which jobs apply to it."""
+        return architecture(self.hparams.model.get("_target_"))
 
     @property
     def num_params(self) -> int:

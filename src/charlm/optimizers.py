@@ -23,30 +23,17 @@ Group = dict[str, Any]
 
 
 def muon_parameters(net: nn.Module) -> list[nn.Parameter]:
-    """The 2-D hidden weight matrices of `net`, each once (a tied weight is excluded wherever it is used)."""
-    one_hot = reads_one_hot(net)
+    """The 2-D hidden weight matrices of `net`, each once: every 2-D parameter but the character tables the
+    architecture declares (`character_tables`: embeddings, the output head, ...); a tied weight is one."""
+    declared = getattr(net, "character_tables", None)
+    if not callable(declared):
+        raise TypeError(f"{type(net).__name__} declares no character_tables(); Muon cannot tell its tables apart")
+    excluded = {id(p) for p in declared()}
     chosen: dict[int, nn.Parameter] = {}
-    excluded: set[int] = set()
-    for module_name, module in net.named_modules():
-        for name, param in module.named_parameters(recurse=False):
-            if param.dim() != 2 or is_character_table(module_name, module, name, one_hot):
-                excluded.add(id(param))
-            elif param.requires_grad:
-                chosen[id(param)] = param
-    return [p for key, p in chosen.items() if key not in excluded]
-
-
-def reads_one_hot(net: nn.Module) -> bool:
-    """A recurrent net with `input=onehot` has no embedding (`embed` is None): its first layer reads characters."""
-    return hasattr(net, "embed") and net.embed is None
-
-
-def is_character_table(module_name: str, module: nn.Module, name: str, one_hot: bool) -> bool:
-    """An embedding, the output head (every architecture's `head`), or the first layer's input weights of a
-    net fed one-hot characters: matrices whose rows or columns are characters, not hidden features."""
-    if isinstance(module, nn.Embedding) or module_name.rsplit(".", 1)[-1] == "head":
-        return True
-    return one_hot and name.startswith("weight_ih_l0")
+    for param in net.parameters():
+        if param.dim() == 2 and param.requires_grad and id(param) not in excluded:
+            chosen[id(param)] = param
+    return list(chosen.values())
 
 
 def split_parameters(net: nn.Module) -> list[Group]:

@@ -34,7 +34,7 @@ class SurpriseImage(L.Callback):
 
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not wanted(trainer, self.enabled) or pl_module.task != "lm":
+        if not wanted(trainer, self.enabled) or not pl_module.architecture.continues_text:
             return
         if self.excerpt is None:
             val = getattr(trainer.datamodule, "splits", {}).get("val")
@@ -54,7 +54,11 @@ class AlignmentImage(L.Callback):
 
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not wanted(trainer, self.enabled) or pl_module.task != "seq2seq" or pl_module.net.attention == "none":
+        if (
+            not wanted(trainer, self.enabled)
+            or pl_module.architecture.continues_text
+            or pl_module.net.attention == "none"
+        ):
             return
         pairs = getattr(trainer.datamodule, "val_pairs", None)
         if not pairs:

@@ -245,8 +245,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = default_device(cfg.device)
     ckpt = find_checkpoint(cfg.ckpt_path, cfg.which)
     model = load_model(str(ckpt), cfg.which, device)
-    if model.module.task != "lm":
-        raise CharLMError(f"{ckpt} is a {model.module.task} model; charlm-evaluate scores text models")
+    if not model.module.architecture.continues_text:
+        raise CharLMError(f"{ckpt} is a {type(model.net).__name__} model; charlm-evaluate scores language models")
     segments, total, report = segments_for(cfg, model, ckpt)
     dynamic = None
     if cfg.dynamic_eval:

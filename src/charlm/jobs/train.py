@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
@@ -71,16 +72,12 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.vocab.chars)
-    if datamodule.task != module.task:
-        raise CharLMError(
-            f"model {cfg.model._target_} trains on {module.task} data but the data config gives "
-            f"{datamodule.task} data (seq2seq models take data=pairs)"
-        )
+    check_data_fits_model(datamodule, module)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None:
         check_resumable(ckpt_path, module)
     if cfg.get("test"):
-        check_test_split(datamodule)
+        check_test_split(datamodule, module)
 
     trainer = build_trainer(cfg)
     rank_zero_info(f"overrides: {command_line()}")  # after the checks: a mistake's stderr is its one line
@@ -149,9 +146,20 @@ def share_last_with_best(trainer: L.Trainer, best: str) -> None:
             share_final_checkpoint(best, last)
 
 
-def check_test_split(datamodule: Any) -> None:
+def check_data_fits_model(datamodule: Any, module: CharLM) -> None:
+    """The data config gives the batches the model's architecture trains on (the registry says which)."""
+    wanted = get_class(module.architecture.data)
+    if not isinstance(datamodule, wanted):
+        model = module.hparams.model["_target_"].rsplit(".", 1)[-1]
+        raise CharLMError(
+            f"model {model} trains on {wanted.__name__} batches but the data config gives a "
+            f"{type(datamodule).__name__} (seq2seq models take data=pairs; language models a text corpus)"
+        )
+
+
+def check_test_split(datamodule: Any, module: CharLM) -> None:
     """`test=true` needs a test split: refused before training, not after it."""
-    if getattr(datamodule, "task", "lm") != "lm":
+    if not module.architecture.continues_text:
         raise CharLMError("test=true scores a text's test split; data=pairs has none (its val pairs are scored)")
     datamodule.check_test_split()
 
@@ -177,7 +185,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path) -> float | None:
     datamodule.setup("fit")
     check_vocab(str(path), module.hparams.vocab, datamodule.vocab.chars)
     if cfg.get("test"):
-        check_test_split(datamodule)
+        check_test_split(datamodule, module)
     trainer = build_trainer(cfg)
     rank_zero_info(f"scoring {path} (train=false); run directory {output_dir}")
     metrics = run_stage(trainer, trainer.validate, module, datamodule, output_dir)

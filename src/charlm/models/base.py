@@ -18,18 +18,36 @@ from torch import nn
 
 
 class CharNet(nn.Module):
-    """Base class: the two facts the shared code needs about an architecture.
+    """Base class: the facts the shared code needs about an architecture.
 
     carries_state: the state is worth carrying from one training batch to the next
         (true for recurrent nets: truncated back-propagation through time).
     max_context: the longest sequence one forward call may see, or `None` if unbounded.
+    character_modules: the submodules whose weights are tables indexed by character (embeddings, the
+        output head), named by the architecture itself; see `character_tables`.
     """
 
     carries_state: bool = False
     max_context: int | None = None
+    character_modules: tuple[str, ...] = ()
 
     def forward(self, ids: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError
+
+    def character_tables(self) -> list[nn.Parameter]:
+        """Matrices whose rows or columns are characters, not hidden features. Optimisers that treat hidden
+        matrices specially (Muon) leave these to AdamW; an architecture declares them, nothing guesses."""
+        return module_tables(self, self.character_modules)
+
+
+def module_tables(net: nn.Module, names: tuple[str, ...]) -> list[nn.Parameter]:
+    """The 2-D weights of the named submodules (those that exist: an optional one may be None)."""
+    tables = []
+    for name in names:
+        module = getattr(net, name, None)
+        if module is not None:
+            tables.extend(p for p in module.parameters() if p.dim() == 2)
+    return tables
 
 
 def detach_state(state: Any) -> Any:

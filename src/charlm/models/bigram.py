@@ -12,6 +12,8 @@ from charlm.models.base import CharNet
 class BigramLM(CharNet):
     """The baseline every other model must beat: no context beyond one character."""
 
+    character_modules = ("table",)
+
     def __init__(self, vocab_size: int):
         super().__init__()
         require_positive(vocab_size=vocab_size)

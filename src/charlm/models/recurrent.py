@@ -30,6 +30,12 @@ class RecurrentLM(CharNet):
     """
 
     carries_state = True
+    character_modules = ("embed", "head")
+
+    def character_tables(self) -> list[nn.Parameter]:
+        """The embedding and head; with one-hot input, the first layer's input weights read characters too."""
+        first = [self.rnn.weight_ih_l0] if self.embed is None else []
+        return [*super().character_tables(), *first]
 
     def __init__(
         self,

@@ -219,8 +219,6 @@ class PairBatches(IterableDataset):
 class PairsDataModule(StepDataModule):
     """Source/target pairs from `path` (or the Tiny Shakespeare demo), padded per batch."""
 
-    task = "seq2seq"
-
     def __init__(
         self,
         path: str | None = None,

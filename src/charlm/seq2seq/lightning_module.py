@@ -33,7 +33,6 @@ def sample_text(rows: list[tuple[str, str, str]]) -> str:
 class Seq2SeqLM(CharLM):
     """Trains `Seq2Seq` on padded (source, target) batches from `PairsDataModule`."""
 
-    task = "seq2seq"
     vocab_class = PairVocab
 
     def __init__(self, *args, **kwargs):

@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from charlm.checks import require_choice, require_dropout, require_positive
 from charlm.errors import CharLMError
+from charlm.models.base import module_tables
 from charlm.models.recurrent import TORCH_MODULES
 
 ATTENTION = ("none", "dot", "additive")
@@ -64,6 +65,11 @@ class Seq2Seq(nn.Module):
     """
 
     carries_state = False  # each pair is read from scratch
+    character_modules = ("embed", "head")  # Muon leaves these to AdamW (charlm.models.base.CharNet)
+
+    def character_tables(self) -> list[nn.Parameter]:
+        return module_tables(self, self.character_modules)
+
     max_context = None
 
     def __init__(

@@ -22,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from charlm.errors import CharLMError
 from charlm.memory import release_free_memory
+from charlm.models import language_models
 
-MODELS = ("bigram", "rnn", "lstm", "gru", "transformer")
+MODELS = tuple(language_models())  # the registry's language models, each benchmarked
 ABSENT = object()
 
 # Every training benchmark run: no validation, logger, checkpoints, samples or progress output,
