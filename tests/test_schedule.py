@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from conftest import compose_train
 from omegaconf import OmegaConf
 
 from charlm.schedule import ScheduleSettings, WarmupCosine, defaults, lr_factor
+
+from conftest import compose_train
 
 
 def test_a_training_config_composes_the_schedule_defaults_from_their_one_file():
