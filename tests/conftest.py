@@ -1,11 +1,20 @@
-"""Shared fixtures: small generated corpora and a way to run the real command-line scripts."""
+"""Shared fixtures: small generated corpora, and two ways to run the command-line scripts: in this process
+(`run_command`, `train_command`: what the script runs, without its start-up cost) and as a user does, in a
+process of its own (`run_script`, `train_script`: for what only a real process shows)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import random
+import signal
 import subprocess
 import sys
+import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +24,6 @@ from omegaconf import DictConfig
 from charlm.models import language_models
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 # Overrides that make any model tiny and any run a few seconds long.
 TINY = [
@@ -55,14 +63,15 @@ def train_in_process(run_dir: Path, *overrides: str) -> float | None:
 
     from charlm.jobs.train import train
 
-    cfg = compose_train([f"hydra.run.dir={run_dir}", *overrides], hydra=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    return train(cfg)
+    with process_state_kept():
+        cfg = compose_train([f"hydra.run.dir={run_dir}", *overrides], hydra=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(run_dir)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        return train(cfg)
 
 
 def tiny_overrides(model: str) -> list[str]:
@@ -102,7 +111,8 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def run_script(
     script: str, *args: str, timeout: float = 240, env: dict | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess:
-    """Run scripts/<script> as a user would; returns the finished process (never raises on failure)."""
+    """Run scripts/<script> as a user would, in a process of its own; returns the finished process (never
+    raises on failure). For what only a real process shows: start-up, signals, kills, launchers."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / script), *args],
@@ -114,8 +124,131 @@ def run_script(
     )
 
 
-def train_cli(run_dir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+def train_script(run_dir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return run_script("train.py", f"hydra.run.dir={run_dir}", *args, **kwargs)
+
+
+def command_entry_point(script: str):
+    """The function scripts/<script> calls (charlm.cli.app's `*_cli`, the same as the installed commands)."""
+    from charlm.cli import app
+
+    return getattr(app, f"{script.removesuffix('.py')}_cli")
+
+
+@contextlib.contextmanager
+def process_state_kept() -> Iterator[None]:
+    """Whatever a command changes in its process is put back afterwards, so that commands run in this process
+    neither see each other nor the test around them: environment, argv, working directory, torch's threads,
+    dtype, RNGs and flags, Hydra's singletons, every logger's handlers and level, the SIGINT/SIGTERM handlers,
+    warning filters and charlm's note of the current run directory."""
+    import numpy as np
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.singleton import Singleton
+
+    from charlm.cli import rundir
+
+    environ, argv, stdin, path, cwd = dict(os.environ), list(sys.argv), sys.stdin, list(sys.path), os.getcwd()
+    threads, dtype, matmul = torch.get_num_threads(), torch.get_default_dtype(), torch.get_float32_matmul_precision()
+    deterministic, anomaly = torch.are_deterministic_algorithms_enabled(), torch.is_anomaly_enabled()
+    grad = torch.is_grad_enabled()
+    rngs = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    singletons, hydra_cfg = dict(Singleton._instances), HydraConfig.instance().cfg
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    loggers = {
+        name: (logger.level, list(logger.handlers), list(logger.filters), logger.propagate, logger.disabled)
+        for name, logger in [("", logging.getLogger()), *logging.Logger.manager.loggerDict.items()]
+        if isinstance(logger, logging.Logger)
+    }
+    disabled = logging.root.manager.disable
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.argv[:], sys.stdin, sys.path[:] = argv, stdin, path
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
+        torch.set_float32_matmul_precision(matmul)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_anomaly_enabled(anomaly)
+        torch.set_grad_enabled(grad)
+        random.setstate(rngs[0])
+        np.random.set_state(rngs[1])
+        torch.random.set_rng_state(rngs[2])
+        GlobalHydra.instance().clear()
+        Singleton._instances.clear()
+        Singleton._instances.update(singletons)
+        HydraConfig.instance().cfg = hydra_cfg
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        kept = {id(h) for state in loggers.values() for h in state[1]}
+        for name, (level, handlers_, filters, propagate, was_disabled) in loggers.items():
+            logger = logging.getLogger(name or None)
+            for handler in logger.handlers:
+                if id(handler) not in kept:
+                    handler.close()  # the run's log file, its console handler
+            logger.setLevel(level)
+            logger.handlers[:], logger.filters[:] = handlers_, filters
+            logger.propagate, logger.disabled = propagate, was_disabled
+        logging.disable(disabled)
+        rundir.forget_run_dir()
+
+
+def run_command(
+    script: str, *args: str, env: dict | None = None, cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    """What `python scripts/<script> ARGS` does, run in this process: the same entry point with the same argv,
+    environment and working directory, its exit status, stdout and stderr (an uncaught exception's traceback
+    too, with status 1) returned as `run_script` returns them. Nothing it changes in the process outlives it."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with process_state_kept():
+        os.environ.update({"HYDRA_FULL_ERROR": "0", **(env or {})})
+        os.chdir(cwd or ROOT)
+        sys.argv[:] = [str(ROOT / "scripts" / script), *args]
+        if stdin is not None:
+            sys.stdin = io.StringIO(stdin)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                command_entry_point(script)()
+            except SystemExit as exit_:
+                if isinstance(exit_.code, str):
+                    print(exit_.code, file=sys.stderr)
+                code = 1 if isinstance(exit_.code, str) else exit_.code or 0
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
+
+
+def train_command(run_dir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python scripts/train.py hydra.run.dir=RUN_DIR ARGS`, in this process (`run_command`)."""
+    return run_command("train.py", f"hydra.run.dir={run_dir}", *args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """`trained_run(model)`: a run directory of that model trained with TINY on `make_text()` (the `corpus`
+    fixture's text), trained once per session in this process and shared by the tests that only read it
+    (copy it to write into it)."""
+    runs: dict[str, Path] = {}
+
+    def get(model: str) -> Path:
+        if model not in runs:
+            root = tmp_path_factory.mktemp(f"trained-{model}")
+            corpus = root / "corpus.txt"
+            corpus.write_text(make_text(), encoding="utf-8")
+            env = {"CHARLM_CACHE": str(root / "cache")}
+            done = train_command(root / "run", *tiny_overrides(model), f"data.path={corpus}", env=env)
+            assert done.returncode == 0, done.stderr[-3000:]
+            runs[model] = root / "run"
+        return runs[model]
+
+    return get
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 from charlm import CharLMError
 from charlm.checkpoint import load_checkpoint
 
-from conftest import make_text, run_script, tiny_overrides, train_cli
+from conftest import make_text, run_command, tiny_overrides, train_command
 
 
 def assert_one_line_error(done, *needles: str, code: int | None = 2) -> str:
@@ -44,7 +44,7 @@ def write(path: Path, data: bytes | str) -> Path:
 )
 def test_bad_corpora_are_refused(tmp_path, setup, overrides, needles):
     run = tmp_path / "run"
-    done = train_cli(run, *tiny_overrides("lstm"), f"data.path={setup(tmp_path)}", *overrides)
+    done = train_command(run, *tiny_overrides("lstm"), f"data.path={setup(tmp_path)}", *overrides)
     assert_one_line_error(done, *needles)
     assert not (run / "checkpoints").exists()  # nothing that could pass for a trained model
 
@@ -68,34 +68,34 @@ def test_bad_corpora_are_refused(tmp_path, setup, overrides, needles):
 )
 def test_bad_config_values_are_refused_before_anything_runs(corpus, tmp_path, model, override, needles):
     run = tmp_path / "run"
-    done = train_cli(run, *tiny_overrides(model), f"data.path={corpus}", override)
+    done = train_command(run, *tiny_overrides(model), f"data.path={corpus}", override)
     assert_one_line_error(done, *needles)
     assert not (run / "checkpoints").exists()
 
 
 def test_unknown_model_lists_the_options(corpus, tmp_path):
-    done = train_cli(tmp_path / "run", "model=lstmm", f"data.path={corpus}")
+    done = train_command(tmp_path / "run", "model=lstmm", f"data.path={corpus}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "lstmm" in done.stderr and "transformer" in done.stderr  # Hydra's list of options
 
 
 def test_resuming_with_another_model_or_vocabulary_is_refused_and_keeps_the_checkpoint(corpus, tmp_path):
     run = tmp_path / "run"
-    assert train_cli(run, *tiny_overrides("lstm"), f"data.path={corpus}").returncode == 0
+    assert train_command(run, *tiny_overrides("lstm"), f"data.path={corpus}").returncode == 0
     last = run / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
-    done = train_cli(run, *tiny_overrides("lstm"), f"data.path={corpus}", "model.hidden_size=24", "ckpt_path=last")
+    done = train_command(run, *tiny_overrides("lstm"), f"data.path={corpus}", "model.hidden_size=24", "ckpt_path=last")
     assert_one_line_error(done, "different model", "hidden_size")
     other = tmp_path / "other.txt"
     other.write_text(make_text() + "~#")
-    done = train_cli(run, *tiny_overrides("lstm"), f"data.path={other}", "ckpt_path=last")
+    done = train_command(run, *tiny_overrides("lstm"), f"data.path={other}", "ckpt_path=last")
     assert_one_line_error(done, "different vocabulary")
     assert last.read_bytes() == before
 
 
 def test_divergence_stops_with_the_step_and_never_checkpoints_bad_weights(corpus, tmp_path):
     run = tmp_path / "run"
-    done = train_cli(
+    done = train_command(
         run,
         *tiny_overrides("lstm"),
         f"data.path={corpus}",
@@ -123,33 +123,31 @@ def test_crafted_checkpoint_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(CharLMError, match="refused"):
         load_checkpoint(evil)
     assert not marker.exists()
-    done = run_script("generate.py", f"ckpt_path={evil}")
+    done = run_command("generate.py", f"ckpt_path={evil}")
     assert_one_line_error(done, "evil.ckpt", "refused")
     assert not marker.exists()
     plain_pickle = tmp_path / "plain.ckpt"
     plain_pickle.write_bytes(pickle.dumps(Exploit()))
-    assert_one_line_error(run_script("generate.py", f"ckpt_path={plain_pickle}"))
+    assert_one_line_error(run_command("generate.py", f"ckpt_path={plain_pickle}"))
     assert not marker.exists()
 
 
-def test_truncated_and_foreign_files_are_not_checkpoints(corpus, tmp_path):
-    run = tmp_path / "run"
-    assert train_cli(run, *tiny_overrides("bigram"), f"data.path={corpus}").returncode == 0
+def test_truncated_and_foreign_files_are_not_checkpoints(corpus, tmp_path, trained_run):
+    run = trained_run("bigram")
     good = (run / "checkpoints" / "last.ckpt").read_bytes()
     truncated = write(tmp_path / "truncated.ckpt", good[: len(good) // 2])
-    assert_one_line_error(run_script("generate.py", f"ckpt_path={truncated}"), "truncated.ckpt", "truncated")
-    assert_one_line_error(run_script("generate.py", f"ckpt_path={corpus}"), "corpus.txt")
+    assert_one_line_error(run_command("generate.py", f"ckpt_path={truncated}"), "truncated.ckpt", "truncated")
+    assert_one_line_error(run_command("generate.py", f"ckpt_path={corpus}"), "corpus.txt")
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    assert_one_line_error(run_script("generate.py", f"ckpt_path={foreign}"), "not a charlm checkpoint")
-    assert_one_line_error(run_script("generate.py", f"ckpt_path={tmp_path / 'nope.ckpt'}"), "does not exist")
+    assert_one_line_error(run_command("generate.py", f"ckpt_path={foreign}"), "not a charlm checkpoint")
+    assert_one_line_error(run_command("generate.py", f"ckpt_path={tmp_path / 'nope.ckpt'}"), "does not exist")
     assert zipfile.is_zipfile(run / "checkpoints" / "last.ckpt")
 
 
-def test_bad_generation_options_and_prompts_are_refused(corpus, tmp_path):
-    run = tmp_path / "run"
-    assert train_cli(run, *tiny_overrides("bigram"), f"data.path={corpus}").returncode == 0
-    assert_one_line_error(run_script("generate.py", f"ckpt_path={run}", "prompt=KING@"), "'@'", "vocabulary")
-    assert_one_line_error(run_script("generate.py", f"ckpt_path={run}", "temperature=-1"), "temperature")
-    assert_one_line_error(run_script("generate.py", f"ckpt_path={run}", "top_k=0"), "top_k=0")
-    assert_one_line_error(run_script("generate.py", f"ckpt_path={run}", "top_p=1.5"), "(0, 1]")
+def test_bad_generation_options_and_prompts_are_refused(trained_run):
+    run = trained_run("bigram")
+    assert_one_line_error(run_command("generate.py", f"ckpt_path={run}", "prompt=KING@"), "'@'", "vocabulary")
+    assert_one_line_error(run_command("generate.py", f"ckpt_path={run}", "temperature=-1"), "temperature")
+    assert_one_line_error(run_command("generate.py", f"ckpt_path={run}", "top_k=0"), "top_k=0")
+    assert_one_line_error(run_command("generate.py", f"ckpt_path={run}", "top_p=1.5"), "(0, 1]")
