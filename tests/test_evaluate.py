@@ -154,11 +154,13 @@ def test_dynamic_eval_decay_pulls_weights_back_towards_the_trained_ones():
 @pytest.mark.parametrize(
     ("arg", "needle"),
     [
-        ("split=dev", "split='dev' is not valid; choose one of val, test, train"),
-        ("context=sliding", "context='sliding' is not valid; choose one of windows, stream"),
-        ("unknown=ignore", "unknown='ignore' is not valid; choose one of error, skip"),
-        ("stride=0", "stride=0 must be a positive integer or null"),
-        ("dynamic_lr=-1", "dynamic_lr=-1 must be a number >= 0"),
+        ("split=dev", "split='dev' is not valid: expected one of val, test, train"),
+        ("context=sliding", "context='sliding' is not valid: expected one of windows, stream"),
+        ("unknown=ignore", "unknown='ignore' is not valid: expected one of error, skip"),
+        ("stride=0", "stride=0 is not valid: expected an integer >= 1, or null"),
+        ("dynamic_lr=-1", "dynamic_lr=-1 is not valid: expected a number >= 0"),
+        ("batch_size=true", "batch_size=True is not valid: expected an integer"),
+        ("+colour=red", "unknown key 'colour'"),
     ],
 )
 def test_evaluate_mistakes_are_one_line(runs, arg, needle):

@@ -78,11 +78,12 @@ def test_greedy_decoding_is_deterministic_whatever_the_seed():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"temperature": 0}, "temperature=0 must be > 0"),
-        ({"temperature": -1.0}, "temperature=-1.0 must be > 0"),
-        ({"top_k": 0}, "top_k=0 must be an integer >= 1"),
-        ({"top_p": 0.0}, r"top_p=0.0 must be in \(0, 1\]"),
-        ({"top_p": 1.5}, r"top_p=1.5 must be in \(0, 1\]"),
+        ({"temperature": 0}, "temperature=0 is not valid: expected a number > 0"),
+        ({"temperature": -1.0}, "temperature=-1.0 is not valid: expected a number > 0"),
+        ({"top_k": 0}, "top_k=0 is not valid: expected an integer >= 1"),
+        ({"top_k": 2.5}, "top_k=2.5 is not valid: expected an integer >= 1"),
+        ({"top_p": 0.0}, r"top_p=0.0 is not valid: expected a number in \(0, 1\]"),
+        ({"top_p": 1.5}, r"top_p=1.5 is not valid: expected a number in \(0, 1\]"),
     ],
 )
 def test_out_of_range_sampling_options_are_refused_with_the_valid_range(options, message):

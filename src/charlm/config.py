@@ -1,44 +1,30 @@
-"""Checks on the composed config that must pass before anything is built or written.
+"""The training config: its schema (`TrainConfig`, checked by `charlm.options` as every command's options
+are) and the checks across keys that must pass before anything is built or written, the schedule's budget
+and the torch threads a job takes.
 
-A schema says which keys each node may have and of which type:
-- the top level and `scheduler`: the dataclasses `TrainConfig` below and `charlm.schedule.ScheduleSettings`;
-- a node with a `_target_` (data, model, trainer, optimizer, each callback and logger): the
-  parameters of the target's constructor, plus Hydra's own `_target_`-style keys. A constructor that
-  takes **kwargs, a target that does not import and a node without a target (`paths`) have no schema.
-A misspelt key is refused with the closest valid one; a number, boolean or null of the wrong type is
-refused with what is valid. Values that Lightning or the models would only reject deep inside a run
-are refused here; range checks for sizes live with the classes that take them (models, data module).
+The top level and `scheduler` are the dataclasses `TrainConfig` below and `charlm.schedule.ScheduleSettings`;
+each node with a `_target_` (data, model, trainer, optimizer, each callback and logger) is checked against
+its target's constructor. Range checks for sizes live with the classes that take them (models, data module).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import inspect
 import math
 import os
 import time
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from charlm.checks import require_fraction
-from charlm.dialects import CLOSE_ENOUGH, pointer
 from charlm.errors import CharLMError
 from charlm.hydra_run import in_multirun
 from charlm.naming import job_dirname  # noqa: F401 - registers the run-name resolvers the configs use
+from charlm.options import check_node
 from charlm.schedule import ScheduleSettings
 from charlm.schedule import defaults as schedule_defaults
-
-HYDRA_KEYS = {"_target_": str, "_partial_": bool, "_recursive_": bool, "_convert_": str, "_args_": list}
-# Keys of a `_target_` node that the code takes out before calling the constructor.
-CONSUMED = {"model": {"compile": bool}}  # the LightningModule compiles the net (module.build_net)
-NOT_CHECKED = {"hydra"}  # Hydra checks its own config
 
 
 @dataclass
@@ -68,90 +54,8 @@ class TrainConfig:
     hydra: Any
 
 
-def dataclass_schema(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def target_schema(target: str) -> dict[str, Any] | None:
-    """The keys a `_target_` node may have and their types; None when any key may do."""
-    try:
-        cls = get_class(target)
-        params = inspect.signature(cls).parameters.values()
-    except Exception:  # noqa: BLE001 - an unimportable target is instantiate's error to report, with its cause
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # noqa: BLE001 - annotations that do not evaluate: keys only
-        hints = {}
-    schema = {p.name: hints.get(p.name, Any) for p in params if p.kind is not p.VAR_POSITIONAL}
-    return {**HYDRA_KEYS, **schema}
-
-
-def schema_of(path: str, node: dict, annotation: Any) -> dict[str, Any] | None:
-    if dataclasses.is_dataclass(annotation):
-        return dataclass_schema(annotation)
-    target = node.get("_target_")
-    if not isinstance(target, str):
-        return None
-    schema = target_schema(target)
-    if schema is None:
-        return None
-    if path == "optimizer":
-        schema.pop("params", None)  # bound by the LightningModule
-    return {**schema, **CONSUMED.get(path, {})}
-
-
-def scalar_types(annotation: Any) -> set[type] | None:
-    """The types a value may have when `annotation` admits only numbers, booleans and null; None otherwise.
-
-    Classes a config value can never be (Tensor, Path, timedelta) are left out of a union first.
-    """
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    members = typing.get_args(annotation) if union else (annotation,)
-    members = {m for m in members if not (isinstance(m, type) and m.__module__ != "builtins")}
-    return members if members and members <= {int, float, bool, type(None)} else None
-
-
-def describe(kinds: set[type]) -> str:
-    words = ["a number" if float in kinds else "an integer" if int in kinds else ""]
-    words += ["true or false" if bool in kinds else "", "null" if type(None) in kinds else ""]
-    return " or ".join(w for w in words if w)
-
-
-def has_type(value: Any, kinds: set[type]) -> bool:
-    if isinstance(value, bool) or value is None:
-        return type(value) in kinds
-    if isinstance(value, int):
-        return bool(kinds & {int, float})
-    return type(value) in kinds
-
-
-def check_node(path: str, node: dict, annotation: Any) -> None:
-    """Refuse an unknown key or a wrongly typed value in `node`, then check the nodes inside it."""
-    schema = schema_of(path, node, annotation)
-    for key, value in node.items():
-        name = f"{path}.{key}" if path else str(key)
-        if schema is not None and key not in schema:
-            peer = pointer("train", name)
-            if peer is not None:
-                raise CharLMError(f"unknown key {name!r}: {peer}")
-            close = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=CLOSE_ENOUGH)
-            hint = f" (did you mean {name[: -len(str(key))]}{close[0]}?)" if close else ""
-            raise CharLMError(f"unknown key {name!r}{hint}")
-        expected = schema.get(key, Any) if schema is not None else Any
-        kinds = scalar_types(expected)
-        interpolated = isinstance(value, str) and ("${" in value or value == "???")  # checked where it points
-        if kinds is not None and not interpolated and not has_type(value, kinds):
-            raise CharLMError(f"{name}={value!r} is not valid: expected {describe(kinds)}")
-        if isinstance(value, dict) and name not in NOT_CHECKED:
-            check_node(name, value, expected)
-
-
 def check_config(cfg: DictConfig) -> None:
-    check_node("", OmegaConf.to_container(cfg, resolve=False), TrainConfig)
+    check_node("", OmegaConf.to_container(cfg, resolve=False), TrainConfig, "train")
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if isinstance(lr, (int, float)) and lr <= 0:
         raise CharLMError(f"optimizer.lr={lr} is not valid: expected a positive number")

@@ -234,7 +234,7 @@ def prepare(
     trained model) its characters must cover the text, or with `unknown="skip"` the others are left out.
     """
     if unknown not in UNKNOWN_MODES:
-        raise CharLMError(f"unknown={unknown!r} is not valid; choose one of {', '.join(UNKNOWN_MODES)}")
+        raise CharLMError(f"unknown={unknown!r} is not valid: expected one of {', '.join(UNKNOWN_MODES)}")
     store = PreparedStore(cache_dir)
     remembered = store.remembered_hash(files)
     if remembered is not None and (found := store.load(cache_key(remembered, vocab, unknown))) is not None:

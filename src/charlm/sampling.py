@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
 from charlm.errors import CharLMError
 from charlm.models.base import CharNet
+from charlm.options import SamplingRules, check_rules
 from charlm.vocab import Vocab
 
 START_CHAR = "\n"  # what an empty prompt starts from (the vocabulary's first character if it lacks "\n")
@@ -27,7 +28,7 @@ START_CHAR = "\n"  # what an empty prompt starts from (the vocabulary's first ch
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """How to pick each next character from the model's logits."""
+    """How to pick each next character from the model's logits (checked by the rules `charlm-generate` uses)."""
 
     temperature: float = 1.0
     top_k: int | None = None
@@ -35,14 +36,7 @@ class SamplingOptions:
     greedy: bool = False
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise CharLMError(f"temperature={self.temperature} must be > 0 (use greedy=true for argmax decoding)")
-        if self.top_k is not None and (
-            isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1
-        ):
-            raise CharLMError(f"top_k={self.top_k} must be an integer >= 1 (or null for no limit)")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise CharLMError(f"top_p={self.top_p} must be in (0, 1] (or null for no limit)")
+        check_rules(asdict(self), SamplingRules)
 
 
 def filter_logits(logits: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 
 from charlm.errors import CharLMError
 from charlm.models.base import detach_state
+from charlm.options import CONTEXTS
 from charlm.sampling import eval_mode
 from charlm.vocab import Vocab
 
-CONTEXTS = ("windows", "stream")
 STREAM_CHUNK = 4096  # characters a recurrent net reads per call in stream context (the state is carried)
 
 
@@ -92,7 +92,7 @@ def surprise(
     run's data.block_size for a recurrent net); stride: how far the transformer's window moves in stream.
     """
     if context not in CONTEXTS:
-        raise CharLMError(f"context={context!r} is not valid; choose one of {', '.join(CONTEXTS)}")
+        raise CharLMError(f"context={context!r} is not valid: expected one of {', '.join(CONTEXTS)}")
     if len(text) < 2:
         raise CharLMError(f"the text has {len(text)} character(s); at least 2 are needed to score one")
     ids = vocab.encode(text)  # (n,), refuses characters outside the vocabulary

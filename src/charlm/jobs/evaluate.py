@@ -36,11 +36,8 @@ from charlm.errors import CharLMError
 from charlm.loading import LoadedModel, default_device, load_model
 from charlm.loss import IGNORE, summed_loss
 from charlm.models.base import detach_state
-from charlm.prepared import UNKNOWN_MODES, Tokens, prepare
-
-SPLITS = ("val", "test", "train")
-CONTEXTS = ("windows", "stream")
-RULES = ("sgd", "rms")
+from charlm.options import EvaluateOptions, check_options
+from charlm.prepared import Tokens, prepare
 
 
 @dataclass
@@ -192,25 +189,6 @@ def score(
 # ---- the command ----------------------------------------------------------------------------
 
 
-def check_options(cfg: DictConfig) -> None:
-    choices = {"which": ("best", "last"), "split": SPLITS, "context": CONTEXTS, "unknown": UNKNOWN_MODES}
-    choices["dynamic_rule"] = RULES
-    for key, valid in choices.items():
-        if cfg[key] not in valid:
-            raise CharLMError(f"{key}={cfg[key]!r} is not valid; choose one of {', '.join(valid)}")
-    if cfg.ckpt_path is None:
-        raise CharLMError("ckpt_path is required: a run directory or a .ckpt file")
-    for key in ("stride", "batch_size"):
-        value = cfg[key]
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise CharLMError(f"{key}={value!r} must be a positive integer{' or null' if key == 'stride' else ''}")
-    for key in ("dynamic_lr", "dynamic_decay"):
-        if not isinstance(cfg[key], int | float) or isinstance(cfg[key], bool) or cfg[key] < 0:
-            raise CharLMError(f"{key}={cfg[key]!r} must be a number >= 0")
-    if not isinstance(cfg.dynamic_eval, bool):
-        raise CharLMError(f"dynamic_eval={cfg.dynamic_eval!r} must be true or false")
-
-
 def segments_for(cfg: DictConfig, model: LoadedModel, ckpt: Path) -> tuple[Iterator[Segment], int, dict[str, Any]]:
     """What to score, cut as `context` says: (segments, targets they score, fields for the report)."""
     report: dict[str, Any] = {"skipped": 0}
@@ -240,7 +218,7 @@ def segments_for(cfg: DictConfig, model: LoadedModel, ckpt: Path) -> tuple[Itera
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Score the text `cfg` names; print the result as one JSON line (the last line of stdout)."""
-    check_options(cfg)
+    check_options(cfg, EvaluateOptions, "evaluate")
     started = time.perf_counter()
     device = default_device(cfg.device)
     ckpt = find_checkpoint(cfg.ckpt_path, cfg.which)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from hydra.utils import get_method
 from omegaconf import DictConfig
@@ -13,35 +11,8 @@ from omegaconf import DictConfig
 from charlm.corpus import read_text
 from charlm.errors import CharLMError
 from charlm.loading import default_device, load_model
+from charlm.options import GenerateOptions, check_options
 from charlm.sampling import SamplingOptions, encode_prompt, generate
-
-# option -> (check, what is valid); null is valid where the check says so
-OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "max_new_tokens": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
-    "num_samples": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    "temperature": (lambda v: is_number(v) and v > 0, "a number > 0 (greedy=true for argmax decoding)"),
-    "top_k": (lambda v: v is None or is_int(v) and v >= 1, "an integer >= 1, or null for no limit"),
-    "top_p": (lambda v: v is None or is_number(v) and 0 < v <= 1, "a number in (0, 1], or null for no limit"),
-    "greedy": (lambda v: isinstance(v, bool), "true or false"),
-    "use_cache": (lambda v: isinstance(v, bool), "true or false"),
-    "seed": (lambda v: is_int(v), "an integer"),
-    "beam_size": (lambda v: v is None or is_int(v) and v >= 1, "an integer >= 1, or null for sampling"),
-    "which": (lambda v: v in ("best", "last"), "best or last"),
-}
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def check_options(cfg: DictConfig) -> None:
-    for key, (valid, what) in OPTIONS.items():
-        if key in cfg and not valid(cfg[key]):
-            raise CharLMError(f"{key}={cfg[key]!r} is not valid: expected {what}")
 
 
 def read_prompt(cfg: DictConfig) -> str:
@@ -65,9 +36,7 @@ def run(cfg: DictConfig) -> list[str]:
     Nothing reaches stdout before the checkpoint, the options and the prompt's characters are checked,
     so a mistake leaves stdout empty.
     """
-    if not cfg.get("ckpt_path"):
-        raise CharLMError("ckpt_path is required: a .ckpt file or a run directory (ckpt_path=outputs/runs/...)")
-    check_options(cfg)
+    check_options(cfg, GenerateOptions, "generate")
     device = default_device(cfg.get("device"))
     model = load_model(cfg.ckpt_path, cfg.get("which", "best"), device)
     decoder = model.module.architecture.decoder

@@ -15,29 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from charlm.corpus import read_text
 from charlm.errors import CharLMError
 from charlm.insight.page import page
-from charlm.insight.surprise import CONTEXTS
 from charlm.loading import LoadedModel, default_device, load_model
-from charlm.prepared import UNKNOWN_MODES
+from charlm.options import InspectOptions, check_options
 from charlm.vocab import Vocab
-
-CHOICES = {"which": ("best", "last"), "context": CONTEXTS, "unknown": UNKNOWN_MODES}
-COUNTS = {"max_chars": 2, "top_units": 1, "attention_length": 1, "attention_start": 0}  # key: its minimum
-
-
-def check_options(cfg: DictConfig) -> None:
-    if not cfg.get("ckpt_path"):
-        raise CharLMError("ckpt_path is required: a .ckpt file or a run directory (ckpt_path=outputs/runs/...)")
-    for key, valid in CHOICES.items():
-        if cfg[key] not in valid:
-            raise CharLMError(f"{key}={cfg[key]!r} is not valid; choose one of {', '.join(valid)}")
-    for key, least in COUNTS.items():
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise CharLMError(f"{key}={value!r} must be an integer >= {least}")
-    for key in ("block_size", "stride"):
-        value = cfg[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise CharLMError(f"{key}={value!r} must be a positive integer or null")
 
 
 def read_input(cfg: DictConfig) -> tuple[str, str]:
@@ -91,7 +71,7 @@ def window_size(model: LoadedModel, ckpt: Path) -> int:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Write the page and print its path (the only line on stdout)."""
-    check_options(cfg)
+    check_options(cfg, InspectOptions, "inspect")
     text, name = read_input(cfg)
     device = default_device(cfg.get("device"))
     model = load_model(str(cfg.ckpt_path), cfg.which, device)
