@@ -3,9 +3,7 @@ every run measured at its last step, Ctrl-C and resume= that always work."""
 
 from __future__ import annotations
 
-import io
 import os
-import runpy
 import signal
 import subprocess
 import sys
@@ -21,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from charlm.cli.argv import flags_first
 from charlm.overrides import quote_override, verbatim
 
-from conftest import ROOT, TINY, run_script, tiny_overrides, train_cli
+from conftest import ROOT, TINY, run_command, run_script, tiny_overrides, train_command
 
 # Every character class a prompt may hold: commas, quotes, brackets, `=`, `:`, `#`, `$`, `${...}`,
 # backslashes, non-ASCII letters, emoji, tabs, newlines and spaces at either end.
@@ -47,22 +45,10 @@ HAZARDS = [
 CORPUS = "".join(f"{''.join(HAZARDS)}\nROMEO: line {i}, my lord.\n" for i in range(120))
 
 
-def load_script(name: str) -> dict:
-    return runpy.run_path(str(ROOT / "scripts" / f"{name}.py"), run_name=f"charlm_script_{name}")
-
-
-def run_in_process(script: str, args: list[str], monkeypatch, capsys, stdin: str | None = None):
-    """The script's cli() in this process, as `python scripts/<script>.py args` would run it."""
-    monkeypatch.setattr(sys, "argv", [str(ROOT / "scripts" / f"{script}.py"), *args])
-    if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code = 0
-    try:
-        load_script(script)["cli"]()
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+def run_in_process(script: str, args: list[str], stdin: str | None = None, cwd: Path | None = None):
+    """The script's command in this process, as `python scripts/<script>.py args` would run it."""
+    done = run_command(f"{script}.py", *args, stdin=stdin, cwd=cwd)
+    return done.returncode, done.stdout, done.stderr
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -88,7 +74,8 @@ def hazard_run(tmp_path_factory) -> Path:
     corpus = root / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
     run = root / "run"
-    done = train_cli(run, *tiny_overrides("lstm"), f"data.path={corpus}", env={"CHARLM_CACHE": str(root / "cache")})
+    env = {"CHARLM_CACHE": str(root / "cache")}
+    done = train_command(run, *tiny_overrides("lstm"), f"data.path={corpus}", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return run
 
@@ -104,35 +91,27 @@ def test_any_text_survives_the_override_grammar_exactly(text: str) -> None:
 
 
 @pytest.mark.parametrize("prompt", HAZARDS)
-def test_generate_starts_with_the_prompt_exactly(hazard_run, prompt, monkeypatch, capsys) -> None:
-    code, out, err = run_in_process(
-        "generate", [f"ckpt_path={hazard_run}", f"prompt={prompt}", "max_new_tokens=5"], monkeypatch, capsys
-    )
+def test_generate_starts_with_the_prompt_exactly(hazard_run, prompt) -> None:
+    code, out, err = run_in_process("generate", [f"ckpt_path={hazard_run}", f"prompt={prompt}", "max_new_tokens=5"])
     assert code == 0, err
     assert out.startswith(prompt) and len(out) == len(prompt) + 5 + 1  # 5 new characters and the final newline
 
 
-def test_prompt_file_keeps_its_newlines_and_dash_reads_standard_input(
-    hazard_run, tmp_path, monkeypatch, capsys
-) -> None:
+def test_prompt_file_keeps_its_newlines_and_dash_reads_standard_input(hazard_run, tmp_path) -> None:
     text = "ROMEO:\n  What's this, my lord?\n\n"
     (tmp_path / "a prompt, with = and 'quotes'.txt").write_text(text, encoding="utf-8")
     for source, stdin in ((str(tmp_path / "a prompt, with = and 'quotes'.txt"), None), ("-", text)):
         code, out, err = run_in_process(
             "generate",
             [f"ckpt_path={hazard_run}", f"prompt_file={source}", "max_new_tokens=3"],
-            monkeypatch,
-            capsys,
             stdin=stdin,
         )
         assert code == 0, err
         assert out.startswith(text) and len(out) == len(text) + 3 + 1
 
 
-def test_generate_flags_may_follow_the_prompt(hazard_run, monkeypatch, capsys) -> None:
-    code, out, _ = run_in_process(
-        "generate", [f"ckpt_path={hazard_run}", "prompt=a, b", "--cfg", "job"], monkeypatch, capsys
-    )
+def test_generate_flags_may_follow_the_prompt(hazard_run) -> None:
+    code, out, _ = run_in_process("generate", [f"ckpt_path={hazard_run}", "prompt=a, b", "--cfg", "job"])
     assert code == 0
     assert yaml.safe_load(out)["prompt"] == "a, b"
 
@@ -151,8 +130,8 @@ def test_generate_flags_may_follow_the_prompt(hazard_run, monkeypatch, capsys) -
         (["input=x"], ["seq2seq"]),
     ],
 )
-def test_a_generation_mistake_prints_nothing_on_stdout(hazard_run, args, needles, monkeypatch, capsys) -> None:
-    code, out, err = run_in_process("generate", [f"ckpt_path={hazard_run}", *args], monkeypatch, capsys)
+def test_a_generation_mistake_prints_nothing_on_stdout(hazard_run, args, needles) -> None:
+    code, out, err = run_in_process("generate", [f"ckpt_path={hazard_run}", *args])
     assert (code, out) == (2, "")
     [line] = error_lines(err)
     assert all(n in line for n in needles), line
@@ -175,9 +154,8 @@ def test_a_generation_mistake_prints_nothing_on_stdout(hazard_run, args, needles
         (["resume=/no/such/run"], ["resume=/no/such/run", "does not exist"]),
     ],
 )
-def test_a_train_mistake_is_one_error_line_and_exit_2(args, needles, tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.chdir(tmp_path)
-    code, out, err = run_in_process("train", [f"hydra.run.dir={tmp_path / 'run'}", *args], monkeypatch, capsys)
+def test_a_train_mistake_is_one_error_line_and_exit_2(args, needles, tmp_path) -> None:
+    code, out, err = run_in_process("train", [f"hydra.run.dir={tmp_path / 'run'}", *args], cwd=tmp_path)
     assert (code, out) == (2, "")
     [line] = error_lines(err)
     assert all(n in line for n in needles), line
@@ -192,8 +170,8 @@ def test_a_train_mistake_is_one_error_line_and_exit_2(args, needles, tmp_path, m
         (["train", "--set", "modle=lstm"], ["unknown key 'modle'"]),
     ],
 )
-def test_a_benchmark_mistake_is_one_error_line_and_exit_2(args, needles, monkeypatch, capsys) -> None:
-    code, out, err = run_in_process("benchmark", args, monkeypatch, capsys)
+def test_a_benchmark_mistake_is_one_error_line_and_exit_2(args, needles) -> None:
+    code, out, err = run_in_process("benchmark", args)
     assert (code, out) == (2, "")
     [line] = error_lines(err)
     assert all(n in line for n in needles), line
@@ -230,7 +208,7 @@ def test_flags_may_stand_before_between_or_after_the_overrides() -> None:
 
 def test_a_run_of_odd_length_validates_logs_and_samples_its_last_step(corpus, tmp_path) -> None:
     run = tmp_path / "run"
-    done = train_cli(
+    done = train_command(
         run,
         *tiny_overrides("lstm"),
         f"data.path={corpus}",
@@ -250,7 +228,7 @@ def test_a_run_of_odd_length_validates_logs_and_samples_its_last_step(corpus, tm
 
 def test_a_run_shorter_than_every_interval_with_logging_off_still_ends_measured(corpus, tmp_path) -> None:
     run = tmp_path / "run"
-    done = train_cli(
+    done = train_command(
         run,
         *tiny_overrides("gru"),
         f"data.path={corpus}",
@@ -267,7 +245,7 @@ def test_a_run_shorter_than_every_interval_with_logging_off_still_ends_measured(
 
 def test_a_run_stopped_by_its_time_budget_validates_the_step_it_reached(corpus, tmp_path) -> None:
     run = tmp_path / "run"
-    done = train_cli(
+    done = train_command(
         run,
         *tiny_overrides("lstm"),
         f"data.path={corpus}",
@@ -310,7 +288,7 @@ def test_ctrl_c_saves_the_step_reached_and_resume_continues_from_it(corpus, tmp_
     step = int(line.split("interrupted at step ")[1].split(";")[0])
     assert step > 0 and f"resume={run}" in line
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
-    done = run_script("train.py", f"resume={run}", f"trainer.max_steps={step + 2}")
+    done = run_command("train.py", f"resume={run}", f"trainer.max_steps={step + 2}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step + 2
 
@@ -324,7 +302,7 @@ def test_a_sweep_job_dir_is_flat_and_resume_takes_it_with_flags_after(tmp_path) 
     corpus = folder / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
     sweep = tmp_path / "sweep"
-    done = run_script(
+    done = run_command(
         "train.py",
         "-m",
         f"hydra.sweep.dir={sweep}",
@@ -336,20 +314,20 @@ def test_a_sweep_job_dir_is_flat_and_resume_takes_it_with_flags_after(tmp_path) 
     assert done.returncode == 0, done.stderr[-3000:]
     [job] = [p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")]
     assert job.parent == sweep and "data.path=corpus.txt" in job.name and "," in job.name  # flat, readable
-    shown = run_script("train.py", f"resume={job}", "--cfg", "job", "trainer.max_steps=6")
+    shown = run_command("train.py", f"resume={job}", "--cfg", "job", "trainer.max_steps=6")
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert yaml.safe_load(shown.stdout)["trainer"]["max_steps"] == 6
-    resumed = run_script("train.py", "--cfg", "job", f"resume={job}")
+    resumed = run_command("train.py", "--cfg", "job", f"resume={job}")
     assert resumed.returncode == 0 and yaml.safe_load(resumed.stdout)["data"]["path"] == str(corpus)
-    done = run_script("train.py", f"resume={job}", "trainer.max_steps=6")
+    done = run_command("train.py", f"resume={job}", "trainer.max_steps=6")
     assert done.returncode == 0, done.stderr[-3000:]
     assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
 
 
-def test_resume_of_a_directory_without_a_checkpoint_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+def test_resume_of_a_directory_without_a_checkpoint_is_one_line(tmp_path) -> None:
     (tmp_path / "run" / ".hydra").mkdir(parents=True)
     (tmp_path / "run" / ".hydra" / "overrides.yaml").write_text("- model=lstm\n")
-    code, out, err = run_in_process("train", [f"resume={tmp_path / 'run'}"], monkeypatch, capsys)
+    code, out, err = run_in_process("train", [f"resume={tmp_path / 'run'}"])
     assert (code, out) == (2, "")
     [line] = error_lines(err)
     assert "holds no checkpoint" in line
@@ -357,7 +335,7 @@ def test_resume_of_a_directory_without_a_checkpoint_is_one_line(tmp_path, monkey
 
 def test_a_search_whose_trials_all_fail_ends_in_one_line_naming_the_first_error(tmp_path) -> None:
     pytest.importorskip("optuna")
-    done = run_script(
+    done = run_command(
         "train.py",
         "-m",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
