@@ -51,7 +51,7 @@ class Alignment:
 @torch.no_grad()
 def alignment(net: torch.nn.Module, vocab, source: str, output: str) -> Alignment:
     """The attention of `net` (a seq2seq net with attention) while producing `output` from `source`."""
-    from charlm.seq2seq.model import BOS, EOS
+    from charlm.seq2seq.data import BOS, EOS
 
     if not output:
         raise CharLMError(f"the output for {source!r} is empty: there is no alignment to draw")

@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from charlm.checkpoint import find_checkpoint
 from charlm.corpus import default_cache_dir, text_files
 from charlm.data import CharDataModule, Windows, validation_windows
 from charlm.errors import CharLMError
@@ -52,7 +51,7 @@ class Segment:
 # ---- what to score --------------------------------------------------------------------------
 
 
-def run_config(ckpt: Path) -> DictConfig:
+def saved_run_config(ckpt: Path) -> DictConfig:
     """The saved config of the run a checkpoint belongs to (`<run>/checkpoints/x.ckpt`)."""
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     saved = run_dir / ".hydra" / "config.yaml"
@@ -73,7 +72,7 @@ def run_config(ckpt: Path) -> DictConfig:
 def trained_block_size(ckpt: Path) -> int:
     """The context length the run trained with (its data.block_size), or 256 without a run config."""
     try:
-        return int(run_config(ckpt).data.block_size)
+        return int(saved_run_config(ckpt).data.block_size)
     except (CharLMError, AttributeError, ValueError):
         return 256
 
@@ -81,7 +80,7 @@ def trained_block_size(ckpt: Path) -> int:
 def run_datamodule(ckpt: Path) -> CharDataModule:
     from charlm.build import instantiate
 
-    cfg = run_config(ckpt)
+    cfg = saved_run_config(ckpt)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = instantiate(data)
     if not isinstance(datamodule, CharDataModule):
@@ -221,8 +220,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_options(cfg, EvaluateOptions, "evaluate")
     started = time.perf_counter()
     device = default_device(cfg.device)
-    ckpt = find_checkpoint(cfg.ckpt_path, cfg.which)
-    model = load_model(str(ckpt), cfg.which, device)
+    model = load_model(cfg.ckpt_path, cfg.which, device)
+    ckpt = Path(model.path)
     if not model.module.architecture.continues_text:
         raise CharLMError(f"{ckpt} is a {type(model.net).__name__} model; charlm-evaluate scores language models")
     segments, total, report = segments_for(cfg, model, ckpt)

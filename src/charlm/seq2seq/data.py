@@ -28,6 +28,7 @@ from charlm.loss import IGNORE
 from charlm.vocab import Vocab
 
 Pair = tuple[str, str]
+PAD, BOS, EOS = 0, 1, 2  # the special ids, before every character
 DEMO_TASKS = ("reverse", "restore")
 
 
@@ -39,7 +40,7 @@ class PairVocab:
     """
 
     SPECIALS = ("<pad>", "<bos>", "<eos>")
-    PAD, BOS, EOS = 0, 1, 2
+    PAD, BOS, EOS = PAD, BOS, EOS  # the module's, as attributes too
 
     def __init__(self, chars: str):
         self.base = Vocab(chars)

@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 
 from charlm.errors import CharLMError
 from charlm.sampling import SamplingOptions, eval_mode, pick_next
-from charlm.seq2seq.data import PairVocab, collate, read_utf8
-from charlm.seq2seq.model import BOS, EOS, Seq2Seq, select_state
+from charlm.seq2seq.data import BOS, EOS, PairVocab, collate, read_utf8
+from charlm.seq2seq.model import Seq2Seq, select_state
 
 GREEDY = SamplingOptions(greedy=True)
 DECODE_BATCH = 64  # sources decoded together by `translate`

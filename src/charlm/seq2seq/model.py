@@ -24,9 +24,9 @@ from charlm.checks import require_choice, require_dropout, require_positive
 from charlm.errors import CharLMError
 from charlm.models.base import module_tables
 from charlm.models.recurrent import TORCH_MODULES
+from charlm.seq2seq.data import PAD
 
 ATTENTION = ("none", "dot", "additive")
-PAD, BOS, EOS = 0, 1, 2  # the special ids of `pairs.PairVocab`
 
 
 class Memory(NamedTuple):

@@ -175,7 +175,7 @@ def wait_until_settled(path: Path) -> None:
 
 
 @dataclass
-class RunResult:
+class ScaleRun:
     first_step_s: float
     wall_s: float
     peak_rss_mb: float
@@ -267,7 +267,7 @@ def read_run(log_path: Path, probe: Path) -> dict[str, Any]:
     }
 
 
-def measure_run(corpus: Path, cache: Path, name: str, workdir: Path, args: argparse.Namespace) -> RunResult:
+def measure_run(corpus: Path, cache: Path, name: str, workdir: Path, args: argparse.Namespace) -> ScaleRun:
     """One real training run of `corpus` with `cache` as CHARLM_CACHE, measured from outside."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -277,7 +277,7 @@ def measure_run(corpus: Path, cache: Path, name: str, workdir: Path, args: argpa
     load_before = list(os.getloadavg())
     started, ended, peak_mb = run_training(overrides, cache, log_path, args.timeout)
     seen = read_run(log_path, probe)
-    return RunResult(
+    return ScaleRun(
         first_step_s=seen.pop("first_step_at") - started,
         wall_s=ended - started,
         peak_rss_mb=peak_mb,
