@@ -188,9 +188,26 @@ class SamplingRules:
 
 
 @dataclass(kw_only=True)
-class GenerateOptions(SamplingRules):
+class CheckpointOptions:
+    """What every command that reads a trained model takes: which checkpoint, and where to run it."""
+
     ckpt_path: str | None = required(CKPT)
     which: str = one_of(*WHICH)
+    device: str | None
+
+
+@dataclass(kw_only=True)
+class ReadingOptions(CheckpointOptions):
+    """How a text is read for scoring (evaluate, inspect): its unknown characters and its context."""
+
+    text_file: str | None
+    unknown: str = one_of(*UNKNOWN_MODES)
+    context: str = one_of(*CONTEXTS)
+    stride: int | None = at_least(1, null=True)
+
+
+@dataclass(kw_only=True)
+class GenerateOptions(SamplingRules, CheckpointOptions):
     prompt: str
     prompt_file: str | None
     input: str | None
@@ -201,41 +218,26 @@ class GenerateOptions(SamplingRules):
     num_samples: int = at_least(1)
     seed: int
     use_cache: bool
-    device: str | None
 
 
 @dataclass(kw_only=True)
-class EvaluateOptions:
-    ckpt_path: str | None = required(CKPT)
-    which: str = one_of(*WHICH)
+class EvaluateOptions(ReadingOptions):
     split: str = one_of("val", "test", "train")
-    text_file: str | None
-    unknown: str = one_of(*UNKNOWN_MODES)
-    context: str = one_of(*CONTEXTS)
-    stride: int | None = at_least(1, null=True)
     batch_size: int = at_least(1)
     dynamic_eval: bool
     dynamic_lr: float = at_least(0, integer=False)
     dynamic_decay: float = at_least(0, integer=False)
     dynamic_rule: str = one_of("sgd", "rms")
     cache_dir: str
-    device: str | None
 
 
 @dataclass(kw_only=True)
-class InspectOptions:
-    ckpt_path: str | None = required(CKPT)
-    which: str = one_of(*WHICH)
+class InspectOptions(ReadingOptions):
     text: str | None
-    text_file: str | None
-    unknown: str = one_of(*UNKNOWN_MODES)
     max_chars: int = at_least(2)
-    context: str = one_of(*CONTEXTS)
     block_size: int | None = at_least(1, null=True)
-    stride: int | None = at_least(1, null=True)
     unit: str | None
     top_units: int = at_least(1)
     attention_start: int = at_least(0)
     attention_length: int = at_least(1)
     output: str | None
-    device: str | None
