@@ -15,7 +15,7 @@ from charlm.lightning_module import build_net
 from charlm.optimizers import MuonAdamW
 from charlm.schedule import optimizer_and_schedule
 
-from conftest import compose_train, make_text, train_cli
+from conftest import compose_train, make_text, train_command
 
 VOCAB = 64  # more than the small text has
 
@@ -157,7 +157,7 @@ def text_file(tmp_path_factory) -> Path:
 def test_both_optimiser_states_are_in_the_checkpoint(text_file, tmp_path):
     run = tmp_path / "run"
     args = [*run_args("transformer", text_file, "random"), "trainer.max_steps=6"]
-    done = train_cli(run, *args)
+    done = train_command(run, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     [saved] = ckpt["optimizer_states"]
@@ -180,7 +180,7 @@ def final_weights(run: Path) -> tuple[dict, float]:
 def test_muon_run_killed_and_resumed_matches_an_uninterrupted_run(model, sampling, text_file, tmp_path):
     args = run_args(model, text_file, sampling)
     reference = tmp_path / "reference"
-    assert train_cli(reference, *args).returncode == 0
+    assert train_command(reference, *args).returncode == 0
     run = tmp_path / "run"
     kill_then_resume(run, args)
     weights, lr = final_weights(run)

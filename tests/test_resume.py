@@ -1,6 +1,5 @@
 """Never lose a run: SIGKILL at any moment, resume, and end exactly where an uninterrupted run ends."""
 
-import os
 import random
 import signal
 import subprocess
@@ -14,10 +13,23 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from charlm.checkpoint import is_resumable
 
-from conftest import ROOT, make_text, run_script, tiny_overrides, train_cli
+from conftest import ROOT, make_text, run_command, tiny_overrides, train_command
 
 STEPS, EVERY, VAL_EVERY = 40, 4, 10
-SLOW_WRITE = {"CHARLM_TEST_SLOW_CHECKPOINT_WRITE": "0.25"}
+# `python -c SLOW_CHECKPOINT_WRITES SCRIPT ARGS` runs SCRIPT as `python SCRIPT ARGS` would, but each checkpoint,
+# once its bytes are written and synced to its temporary file, waits 0.25 s before it is renamed into place:
+# a kill then lands inside a checkpoint write often enough to test one.
+SLOW_CHECKPOINT_WRITES = """
+import os, runpy, sys, time
+rename = os.replace
+def rename_slowly(src, dst, *args, **kwargs):
+    if str(dst).endswith(".ckpt") and str(src).endswith(".tmp"):
+        time.sleep(0.25)
+    return rename(src, dst, *args, **kwargs)
+os.replace = rename_slowly
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def run_args(model: str, corpus: Path, sampling: str) -> list[str]:
@@ -33,10 +45,9 @@ def run_args(model: str, corpus: Path, sampling: str) -> list[str]:
 
 
 def start(run_dir: Path, args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, **SLOW_WRITE}
+    script = str(ROOT / "scripts" / "train.py")
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run_dir}", *args],
-        env=env,
+        [sys.executable, "-c", SLOW_CHECKPOINT_WRITES, script, f"hydra.run.dir={run_dir}", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -56,7 +67,7 @@ def kill_then_resume(run: Path, args: list[str]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] < STEPS
-    done = train_cli(run, *args, "ckpt_path=last")
+    done = train_command(run, *args, "ckpt_path=last")
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -83,7 +94,7 @@ def uninterrupted(corpus, tmp_path_factory):
     def get(model: str, sampling: str):
         if (model, sampling) not in cache:
             run = tmp_path_factory.mktemp("reference")
-            done = train_cli(run, *run_args(model, corpus, sampling))
+            done = train_command(run, *run_args(model, corpus, sampling))
             assert done.returncode == 0, done.stderr[-3000:]
             cache[model, sampling] = final_state(run)
         return cache[model, sampling]
@@ -113,7 +124,7 @@ def test_kill_during_a_checkpoint_write_then_resume_matches_uninterrupted_run(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert is_resumable(ckpts / "last.ckpt")  # the kill cannot have damaged it
-    done = run_script("train.py", f"resume={run}")  # the shorthand: the run's own overrides + ckpt_path=last
+    done = run_command("train.py", f"resume={run}")  # the shorthand: the run's own overrides + ckpt_path=last
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_run(final_state(run), uninterrupted(model, sampling))
 
@@ -130,7 +141,7 @@ def test_kill_at_an_arbitrary_step_then_resume_matches_uninterrupted_run(
     time.sleep(random.Random(hash((model, sampling))).uniform(0.1, 0.8))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = train_cli(run, *args, "ckpt_path=last")
+    done = train_command(run, *args, "ckpt_path=last")
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_run(final_state(run), uninterrupted(model, sampling))
 
@@ -139,7 +150,7 @@ def test_kill_at_an_arbitrary_step_then_resume_matches_uninterrupted_run(
 def test_an_averaged_run_killed_and_resumed_matches_an_uninterrupted_run(corpus, tmp_path):
     args = [*run_args("lstm", corpus, "random"), "averaging=ema", "averaging.decay=0.9"]
     reference = tmp_path / "reference"
-    assert train_cli(reference, *args).returncode == 0
+    assert train_command(reference, *args).returncode == 0
     run = tmp_path / "run"
     kill_then_resume(run, args)
     assert_same_run(final_state(run), final_state(reference))  # the average: what was validated and saved
@@ -152,18 +163,19 @@ def test_an_averaged_run_killed_and_resumed_matches_an_uninterrupted_run(corpus,
 def test_resume_skips_a_damaged_last_checkpoint_or_names_it(corpus, tmp_path):
     run = tmp_path / "run"
     args = [*tiny_overrides("gru"), f"data.path={corpus}"]
-    assert train_cli(run, *args).returncode == 0
+    assert train_command(run, *args).returncode == 0
     # A best checkpoint older than last.ckpt (a best at the final step is last.ckpt's other name): steps 7-9
     # are not validated.
-    assert train_cli(run, *args, "trainer.max_steps=9", "ckpt_path=last", "trainer.limit_val_batches=0").returncode == 0
+    resumed = train_command(run, *args, "trainer.max_steps=9", "ckpt_path=last", "trainer.limit_val_batches=0")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     last = run / "checkpoints" / "last.ckpt"
     assert not last.samefile(next((run / "checkpoints").glob("best-*.ckpt")))
     last.write_bytes(last.read_bytes()[:1000])  # as if a non-atomic writer had been killed
-    done = train_cli(run, *args, "trainer.max_steps=11", "ckpt_path=last")
+    done = train_command(run, *args, "trainer.max_steps=11", "ckpt_path=last")
     assert done.returncode == 0, done.stderr[-3000:]  # resumed from best-*.ckpt instead
     for best in (run / "checkpoints").glob("best-*.ckpt"):
         best.unlink()
     last.write_bytes(b"garbage")
-    done = train_cli(run, *args, "trainer.max_steps=13", "ckpt_path=last")
+    done = train_command(run, *args, "trainer.max_steps=13", "ckpt_path=last")
     assert done.returncode == 2 and "last.ckpt" in done.stderr and "damaged" in done.stderr
     assert "Traceback" not in done.stderr

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,6 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from charlm.errors import CharLMError
-
-# Test hook: seconds to pause after a checkpoint's bytes are written and before it is renamed
-# into place, so tests can kill a process in the middle of a checkpoint write.
-SLOW_WRITE_ENV = "CHARLM_TEST_SLOW_CHECKPOINT_WRITE"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -36,8 +31,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
-                if os.environ.get(SLOW_WRITE_ENV):
-                    time.sleep(float(os.environ[SLOW_WRITE_ENV]))
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
         finally:
