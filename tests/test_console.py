@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import tiny_overrides, train_cli
+from conftest import tiny_overrides, train_script
 
 NOTICES = ("LeafSpec", "litlogger", "Tip:", "`__len__` defined", "limit_val_batches=1.0", "not resumable", "Warning")
 
@@ -11,8 +11,8 @@ NOTICES = ("LeafSpec", "litlogger", "Tip:", "`__len__` defined", "limit_val_batc
 def test_training_prints_nothing_on_stdout_and_no_third_party_notices(tmp_path, corpus):
     shown = [o for o in tiny_overrides("lstm") if not o.startswith("trainer.enable_")]  # bar and table on
     run = tmp_path / "run"
-    first = train_cli(run, *shown, f"data.path={corpus}", "trainer.max_steps=4")
-    resumed = train_cli(run, *shown, f"data.path={corpus}", "trainer.max_steps=7", "ckpt_path=last")
+    first = train_script(run, *shown, f"data.path={corpus}", "trainer.max_steps=4")
+    resumed = train_script(run, *shown, f"data.path={corpus}", "trainer.max_steps=7", "ckpt_path=last")
     for done in (first, resumed):
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout == ""

@@ -22,7 +22,7 @@ from charlm.errors import RunInterrupted, one_line
 from charlm.naming import run_name
 from charlm.tooling.sweep import write_summary
 
-from conftest import ROOT, compose_train, run_script, tiny_overrides, train_cli
+from conftest import ROOT, compose_train, run_command, run_script, tiny_overrides, train_command
 
 STAMP = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
 # a few overrides, so that the run's directory name is short enough to read whole
@@ -65,7 +65,7 @@ def run_dirs(cwd: Path) -> list[Path]:
     ids=["missing-corpus", "unknown-key", "gpu-without-gpu", "trainer-refusal", "bad-interpolation"],
 )
 def test_a_run_refused_before_training_leaves_no_run_directory(corpus, tmp_path, overrides, needles):
-    done = run_script("train.py", *tiny_overrides("bigram"), f"data.path={corpus}", *overrides, cwd=tmp_path)
+    done = run_command("train.py", *tiny_overrides("bigram"), f"data.path={corpus}", *overrides, cwd=tmp_path)
     assert_one_line_error(done, *needles)
     assert run_dirs(tmp_path) == []
 
@@ -74,7 +74,7 @@ def test_a_refused_run_keeps_a_directory_with_anything_else_in_it_and_logs_the_e
     run = tmp_path / "mine"
     run.mkdir()
     (run / "notes.txt").write_text("keep me")
-    done = train_cli(run, *tiny_overrides("bigram"), f"data.path={corpus}", "+nope=1", cwd=tmp_path)
+    done = train_command(run, *tiny_overrides("bigram"), f"data.path={corpus}", "+nope=1", cwd=tmp_path)
     assert_one_line_error(done, "unknown key 'nope'")
     assert (run / "notes.txt").read_text() == "keep me"
     assert "error: unknown key 'nope'" in (run / "train.log").read_text()
@@ -83,9 +83,9 @@ def test_a_refused_run_keeps_a_directory_with_anything_else_in_it_and_logs_the_e
 
 def test_a_refused_run_into_a_trained_run_s_directory_leaves_it_as_it_was(corpus, tmp_path):
     run = tmp_path / "run"
-    assert train_cli(run, *tiny_overrides("bigram"), f"data.path={corpus}").returncode == 0
+    assert train_command(run, *tiny_overrides("bigram"), f"data.path={corpus}").returncode == 0
     before = files(run)
-    done = train_cli(run, *tiny_overrides("bigram"), f"data.path={corpus}", "trainer.max_steps=abc")
+    done = train_command(run, *tiny_overrides("bigram"), f"data.path={corpus}", "trainer.max_steps=abc")
     assert_one_line_error(done, "trainer.max_steps='abc'")
     assert files(run) == before
     assert "error: trainer.max_steps='abc'" in (run / "train.log").read_text()
@@ -94,7 +94,7 @@ def test_a_refused_run_into_a_trained_run_s_directory_leaves_it_as_it_was(corpus
 def test_a_refused_run_in_the_current_directory_removes_nothing(corpus, tmp_path):
     here = tmp_path / "here"
     here.mkdir()
-    done = run_script("train.py", "hydra.run.dir=.", f"data.path={corpus}", "+nope=1", cwd=here)
+    done = run_command("train.py", "hydra.run.dir=.", f"data.path={corpus}", "+nope=1", cwd=here)
     assert_one_line_error(done, "unknown key 'nope'")
     assert here.is_dir() and (here / ".hydra").is_dir() and (here / "train.log").is_file()
 
@@ -125,7 +125,7 @@ def test_only_hydra_s_own_files_make_a_directory_removable(tmp_path):
 
 
 def test_a_single_run_is_named_by_its_date_and_overrides_and_resume_takes_that_name(corpus, tmp_path):
-    done = run_script("train.py", *SHORT_RUN, f"data.path={corpus}", cwd=tmp_path)
+    done = run_command("train.py", *SHORT_RUN, f"data.path={corpus}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     [run] = run_dirs(tmp_path)
     expected = (
@@ -137,16 +137,16 @@ def test_a_single_run_is_named_by_its_date_and_overrides_and_resume_takes_that_n
     assert "checkpoints/last.ckpt" in before and ".hydra/overrides.yaml" in before and "result.json" in before
 
     for bad in ("+nope=1", "trainer.gradient_clip_algorithm=bad", "data.path=/nonexistent"):
-        failed = run_script("train.py", f"resume={run}", bad, cwd=tmp_path)
+        failed = run_command("train.py", f"resume={run}", bad, cwd=tmp_path)
         assert_one_line_error(failed)
         assert run_dirs(tmp_path) == [run]
         assert files(run) == before  # checkpoints, events, its config copy and result.json as they were
 
-    resumed = run_script("train.py", f"resume={run}", "trainer.max_steps=4", cwd=tmp_path)
+    resumed = run_command("train.py", f"resume={run}", "trainer.max_steps=4", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert run_dirs(tmp_path) == [run]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
-    scored = run_script("evaluate.py", f"ckpt_path={run}", cwd=tmp_path)
+    scored = run_script("evaluate.py", f"ckpt_path={run}", cwd=tmp_path)  # the real command, end to end
     assert scored.returncode == 0, scored.stderr[-3000:]
 
 
@@ -165,10 +165,10 @@ def test_a_run_without_overrides_is_named_by_its_date_alone_and_a_long_one_is_cu
 
 
 def test_generate_takes_a_run_directory_named_by_its_overrides(corpus, tmp_path):
-    done = run_script("train.py", *SHORT_RUN, f"data.path={corpus}", cwd=tmp_path)
+    done = run_command("train.py", *SHORT_RUN, f"data.path={corpus}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     [run] = run_dirs(tmp_path)
-    sampled = run_script("generate.py", f"ckpt_path={run}", "max_new_tokens=5", cwd=tmp_path)
+    sampled = run_script("generate.py", f"ckpt_path={run}", "max_new_tokens=5", cwd=tmp_path)  # the real command
     assert sampled.returncode == 0, sampled.stderr[-3000:]
 
 

@@ -10,7 +10,7 @@ from charlm import CharLMError
 from charlm.config import check_config, target_schema
 from charlm.models import language_models
 
-from conftest import ROOT, compose_train, run_script
+from conftest import ROOT, compose_train, run_command
 
 CONF = ROOT / "conf"
 LM_MODELS = language_models()
@@ -132,7 +132,7 @@ def test_a_value_of_the_wrong_type_is_refused(override, needle):
 def test_the_cli_refuses_a_misspelt_key_in_a_users_config_dir_before_training(tmp_path):
     user = user_experiment(tmp_path / "mine", MINE)
     run = tmp_path / "run"
-    done = run_script("train.py", "--config-dir", str(user), "experiment=mine", f"hydra.run.dir={run}", timeout=60)
+    done = run_command("train.py", "--config-dir", str(user), "experiment=mine", f"hydra.run.dir={run}")
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]

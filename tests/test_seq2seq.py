@@ -16,7 +16,7 @@ from charlm.seq2seq.data import PairsDataModule, PairVocab, collate, demo_pairs,
 from charlm.seq2seq.decoding import beam_search, decode_ids, translate
 from charlm.seq2seq.model import Seq2Seq
 
-from conftest import run_script, train_cli
+from conftest import run_command, train_command
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets
 
@@ -256,7 +256,7 @@ def test_train_and_generate_commands(tmp_path: Path):
     pairs = tmp_path / "rev.tsv"
     pairs.write_text("".join(f"{w}\t{w[::-1]}\n" for w in random_words(80, seed=2)), encoding="utf-8")
     run = tmp_path / "run"
-    done = train_cli(run, *TINY, f"data.path={pairs}")
+    done = train_command(run, *TINY, f"data.path={pairs}")
     assert done.returncode == 0, done.stderr[-3000:]
     acc = EventAccumulator(str(run), size_guidance={"tensors": 0, "scalars": 0})
     acc.Reload()
@@ -267,17 +267,17 @@ def test_train_and_generate_commands(tmp_path: Path):
     assert (run / "checkpoints" / "last.ckpt").is_file()
     torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
 
-    out = run_script("generate.py", f"ckpt_path={run}", "input=abcd", "greedy=true", "max_new_tokens=10")
+    out = run_command("generate.py", f"ckpt_path={run}", "input=abcd", "greedy=true", "max_new_tokens=10")
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 1, out.stderr[-2000:]
     assert set(out.stdout.strip()) <= set(ALPHABET)
-    beam = run_script("generate.py", f"ckpt_path={run}", "input=abcd", "beam_size=1", "max_new_tokens=10")
+    beam = run_command("generate.py", f"ckpt_path={run}", "input=abcd", "beam_size=1", "max_new_tokens=10")
     assert beam.returncode == 0 and beam.stdout == out.stdout, beam.stderr[-2000:]
     sources = tmp_path / "in.txt"
     sources.write_text("ab\n\ndcba\n", encoding="utf-8")
-    lines = run_script("generate.py", f"ckpt_path={run}", f"input_file={sources}", "beam_size=3", "max_new_tokens=10")
+    lines = run_command("generate.py", f"ckpt_path={run}", f"input_file={sources}", "beam_size=3", "max_new_tokens=10")
     assert lines.returncode == 0 and len(lines.stdout.splitlines()) == 3, lines.stderr[-2000:]
 
-    unknown = run_script("generate.py", f"ckpt_path={run}", "input=abz")
+    unknown = run_command("generate.py", f"ckpt_path={run}", "input=abz")
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
     assert "characters not in the vocabulary: 'z'" in unknown.stderr
 
@@ -285,5 +285,5 @@ def test_train_and_generate_commands(tmp_path: Path):
 def test_language_model_data_and_seq2seq_model_do_not_mix(tmp_path: Path):
     pairs = tmp_path / "rev.tsv"
     pairs.write_text("".join(f"{w}\t{w[::-1]}\n" for w in random_words(20, seed=2)), encoding="utf-8")
-    done = train_cli(tmp_path / "run", "model=lstm", *TINY[1:], f"data.path={pairs}")
+    done = train_command(tmp_path / "run", "model=lstm", *TINY[1:], f"data.path={pairs}")
     assert done.returncode == 2 and "seq2seq" in done.stderr and done.stderr.count("\n") == 1, done.stderr

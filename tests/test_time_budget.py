@@ -15,7 +15,7 @@ from charlm.config import check_config, schedule_budget
 from charlm.errors import CharLMError
 from charlm.schedule import TimedWarmupCosine, optimizer_and_schedule, time_progress
 
-from conftest import compose_train, tiny_overrides, train_cli
+from conftest import compose_train, tiny_overrides, train_command
 
 BUDGET_S = 100.0
 
@@ -119,7 +119,7 @@ def scalars(run) -> dict[str, list[tuple[int, float]]]:
 
 def test_a_time_budgeted_run_stops_on_time_at_its_floor_lr_and_validates_its_last_step(corpus, tmp_path):
     run = tmp_path / "run"
-    done = train_cli(
+    done = train_command(
         run,
         *(o for o in tiny_overrides("lstm") if not o.startswith("trainer.max_steps")),  # the default, lifted
         f"data.path={corpus}",
