@@ -15,11 +15,11 @@ from charlm.loading import load_model
 from charlm.loss import IGNORE
 from charlm.prepared import Tokens
 
-from conftest import make_text, run_script, tiny_overrides, train_cli
+from conftest import make_text, run_command, tiny_overrides, train_command
 
 
 def evaluate(*args: str, cache: Path) -> tuple[int, dict | None, str]:
-    done = run_script("evaluate.py", *args, env={"CHARLM_CACHE": str(cache)})
+    done = run_command("evaluate.py", *args, env={"CHARLM_CACHE": str(cache)})
     last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     return done.returncode, json.loads(last) if last.startswith("{") else None, done.stderr
 
@@ -37,7 +37,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "lstm_ema": [*tiny_overrides("lstm"), "averaging=ema", "averaging.decay=0.5"],
     }
     for name, overrides in specs.items():
-        done = train_cli(root / name, *overrides, f"data.path={corpus}", env=env)
+        done = train_command(root / name, *overrides, f"data.path={corpus}", env=env)
         assert done.returncode == 0, done.stderr[-3000:]
     return {"root": root, "corpus": corpus, **{name: root / name for name in specs}}
 
