@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from charlm import CharLMError
-from charlm.config import check_config, target_schema
+from charlm.config import check_config
 from charlm.models import language_models
+from charlm.options import target_schema
 
 from conftest import ROOT, compose_train, run_command
 
