@@ -73,12 +73,10 @@ class AlignmentImage(L.Callback):
 
 
 def embedding_table(net: torch.nn.Module) -> torch.nn.Embedding | None:
-    """The net's character embedding: RNN/LSTM/GRU `embed`, the transformer's `tok_emb`, seq2seq's `embed`."""
-    for name in ("tok_emb", "embed"):
-        table = getattr(net, name, None)
-        if isinstance(table, torch.nn.Embedding):
-            return table
-    return None
+    """The character embedding the net declares (`input_embedding`, charlm.models.base.CharNet), if any."""
+    name = getattr(net, "input_embedding", None)
+    table = getattr(net, name, None) if name else None
+    return table if isinstance(table, torch.nn.Embedding) else None
 
 
 def labels(vocab) -> list[str]:

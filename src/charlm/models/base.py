@@ -25,11 +25,14 @@ class CharNet(nn.Module):
     max_context: the longest sequence one forward call may see, or `None` if unbounded.
     character_modules: the submodules whose weights are tables indexed by character (embeddings, the
         output head), named by the architecture itself; see `character_tables`.
+    input_embedding: the submodule (an nn.Embedding) that embeds input characters, if the net has one:
+        what TensorBoard's projector shows (charlm.insight.callbacks).
     """
 
     carries_state: bool = False
     max_context: int | None = None
     character_modules: tuple[str, ...] = ()
+    input_embedding: str | None = None
 
     def forward(self, ids: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError

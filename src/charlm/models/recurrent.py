@@ -31,6 +31,7 @@ class RecurrentLM(CharNet):
 
     carries_state = True
     character_modules = ("embed", "head")
+    input_embedding = "embed"  # None with input=onehot
 
     def character_tables(self) -> list[nn.Parameter]:
         """The embedding and head; with one-hot input, the first layer's input weights read characters too."""

@@ -180,6 +180,7 @@ def check_options(n_embd: int, n_head: int, pos: str, mlp: str, logit_softcap: f
 
 class TransformerLM(CharNet):
     character_modules = ("tok_emb", "pos_emb", "head")  # pos_emb is None with pos=rope
+    input_embedding = "tok_emb"
 
     def __init__(
         self,

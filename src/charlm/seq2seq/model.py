@@ -66,6 +66,7 @@ class Seq2Seq(nn.Module):
 
     carries_state = False  # each pair is read from scratch
     character_modules = ("embed", "head")  # Muon leaves these to AdamW (charlm.models.base.CharNet)
+    input_embedding = "embed"  # what TensorBoard's projector shows
 
     def character_tables(self) -> list[nn.Parameter]:
         return module_tables(self, self.character_modules)
