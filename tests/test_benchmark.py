@@ -1,6 +1,6 @@
 """The benchmark command end to end on tiny settings, the experiment recipes, and torch.compile.
 
-The benchmark runs as a user runs it (a subprocess with its own data cache) and must write JSON
+The benchmark runs as its command runs it (in this process, with its own data cache) and must write JSON
 a later comparison can read. Its numbers are not checked, only its shape and its honesty check:
 the framework and the plain loop end on the same loss, so they did the same computation.
 """
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -27,7 +25,7 @@ from charlm.models import TransformerLM
 from charlm.sampling import SamplingOptions, generate_ids
 from charlm.tooling.benchmark import MODELS
 
-from conftest import ROOT, compose_train, make_text, tiny_overrides, train_cli
+from conftest import ROOT, compose_train, make_text, run_command, tiny_overrides, train_command
 from conftest import TINY as CONFTEST_TINY
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -53,15 +51,9 @@ def one_compile_thread():
 
 
 def benchmark(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CHARLM_CACHE": str(tmp_path / "cache")}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=tmp_path,
-    )
+    """`python scripts/benchmark.py ARGS` in `tmp_path` (in this process; the scale benchmark still trains each
+    corpus in processes of their own)."""
+    return run_command("benchmark.py", *args, env={"CHARLM_CACHE": str(tmp_path / "cache")}, cwd=tmp_path)
 
 
 def compose_job(*overrides: str) -> DictConfig:
@@ -272,7 +264,7 @@ def test_gpu_recipe_precision_trains_on_cpu_and_checkpoints_float32_weights(tmp_
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(make_text(), encoding="utf-8")
     run = tmp_path / "run"
-    done = train_cli(
+    done = train_command(
         run,
         *tiny_overrides("transformer"),
         f"data.path={corpus}",
