@@ -4,7 +4,8 @@ The corpora are built from text already on the machine (the standard library's .
 /usr/share/doc's copyright files, ...), repeated to the size asked for: no download. Each is
 trained twice by the real `charlm-train` in a process of its own, with the same short command:
 the first run has an empty cache (CHARLM_CACHE) and prepares the corpus, the second finds it
-there and only maps it. Tiny Shakespeare, when present, is the baseline row run the same way.
+there and only maps it. A text given with --baseline (Tiny Shakespeare in the README) is the
+baseline row, run the same way.
 
 Per run:
 - prep s: what `charlm.prepared.prepare` logs for the first run (both passes over the text,
@@ -45,9 +46,7 @@ from charlm.overrides import quote_override
 from charlm.prepared import RACY_S
 from charlm.tooling.benchmark.measure import compose_train, format_table, log, machine, write_json
 
-ROOT = Path(__file__).resolve().parents[4]  # the repository, when charlm runs from a checkout
 DEFAULT_SIZES = ("10MB", "100MB", "1GiB")
-DEFAULT_BASELINE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 # The short run each corpus gets: default model and data settings, no logger, no progress output.
 # One torch thread: with more threads than free cores (a shared machine), a run's time was seen to
@@ -405,14 +404,12 @@ def goal_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def find_baseline(option: str | None) -> Path | None:
-    """The baseline text: --baseline PATH, none with --baseline none, else Tiny Shakespeare if present."""
-    if option is not None:
-        if option.lower() == "none":
-            return None
-        if not Path(option).is_file():
-            raise CharLMError(f"--baseline {option} is not a file")
-        return Path(option)
-    return DEFAULT_BASELINE if DEFAULT_BASELINE.is_file() else None
+    """The baseline text --baseline names; none without it (or with --baseline none)."""
+    if option is None or option.lower() == "none":
+        return None
+    if not Path(option).is_file():
+        raise CharLMError(f"--baseline {option} is not a file")
+    return Path(option)
 
 
 def scale_rows(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
@@ -481,7 +478,7 @@ def add_parser(sub: Any) -> None:
     """The `scale` subcommand's options, declared beside the code that reads them."""
     s = sub.add_parser("scale", help="corpus size: preparation time, start-up and peak RSS (10 MB .. 1 GiB)")
     s.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), help="corpus sizes: 200KB, 10MB, 1GiB ...")
-    s.add_argument("--baseline", help=f"baseline text, or 'none'; default: {DEFAULT_BASELINE} when present")
+    s.add_argument("--baseline", help="baseline text (e.g. Tiny Shakespeare's input.txt); default: none")
     s.add_argument("--workdir", help="where corpora, logs and runs go (kept); default: a temporary folder")
     s.add_argument("--keep-corpora", action="store_true", help="keep the generated corpora (reused next time)")
     s.add_argument("--steps", type=int, default=30, help="training steps per run (validated once, at the end)")
