@@ -279,3 +279,14 @@ def overfit_losses(net, x, y, lr: float, steps: int = 150) -> list[float]:
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def tiny_net(model: str, vocab_size: int, *overrides: str):
+    """A freshly initialised net of a `model=` option at the tiny test sizes, built through the registry
+    as training builds it: shared tests cover every registered architecture, a new one included."""
+    from omegaconf import OmegaConf
+
+    from charlm.lightning_module import build_net
+
+    cfg = compose_train([*tiny_overrides(model), *overrides])
+    return build_net(OmegaConf.to_container(cfg.model, resolve=True), vocab_size)

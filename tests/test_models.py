@@ -6,7 +6,7 @@ import torch
 from charlm import CharLMError
 from charlm.models import BigramLM, RecurrentLM, TransformerLM
 
-from conftest import overfit_losses
+from conftest import MODELS, overfit_losses, tiny_net
 
 V = 11
 
@@ -19,10 +19,21 @@ def make(kind: str, **kw):
     return RecurrentLM(V, cell=kind, hidden_size=12, num_layers=2, embedding_dim=6, **kw)
 
 
-@pytest.mark.parametrize("kind", ["bigram", "rnn", "lstm", "gru", "transformer"])
+@pytest.mark.parametrize("kind", MODELS)
 def test_every_model_maps_ids_to_logits_of_shape_b_t_v(kind):
-    logits, _ = make(kind)(torch.randint(0, V, (3, 7)))
+    logits, _ = tiny_net(kind, V)(torch.randint(0, V, (3, 7)))
     assert logits.shape == (3, 7, V)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_every_model_continues_from_its_state_as_one_longer_call_would(kind):
+    torch.manual_seed(0)
+    net = tiny_net(kind, V).eval()
+    ids = torch.randint(0, V, (2, 12))
+    whole, _ = net(ids)
+    first, state = net(ids[:, :5])
+    rest, _ = net(ids[:, 5:], state)
+    torch.testing.assert_close(torch.cat([first, rest], dim=1), whole, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -90,12 +101,12 @@ def test_mis_sized_models_fail_before_training_with_clear_message(build, message
         build()
 
 
-@pytest.mark.parametrize("kind", ["bigram", "rnn", "lstm", "gru", "transformer"])
+@pytest.mark.parametrize("kind", MODELS)
 def test_each_model_overfits_a_small_fixed_text(kind):
     torch.manual_seed(0)
     text = torch.tensor([i % 7 for i in range(0, 65)])  # period-7 sequence
     x, y = text[:-1].view(4, 16), text[1:].view(4, 16)
-    net = make(kind)
+    net = tiny_net(kind, V)
     losses = overfit_losses(net, x, y, lr=0.1 if kind == "bigram" else 1e-2)
     # A bigram table can learn this sequence exactly too: each id has one successor.
     assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])

@@ -7,6 +7,8 @@ from charlm import CharLMError, Vocab
 from charlm.models import BigramLM, RecurrentLM, TransformerLM
 from charlm.sampling import SamplingOptions, filter_logits, generate, generate_ids
 
+from conftest import MODELS, tiny_net
+
 VOCAB = Vocab("\n :ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 V = len(VOCAB)
 
@@ -32,6 +34,13 @@ def logits_trace(net, use_cache: bool, n: int = 40) -> torch.Tensor:
 def test_cached_and_uncached_generation_give_the_same_logits_at_every_step(name):
     net = nets()[name]
     # 40 new characters after a 6-character prompt run well past the transformer's block_size=16.
+    torch.testing.assert_close(logits_trace(net, True), logits_trace(net, False), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_registered_model_generates_the_same_with_and_without_its_state(model):
+    torch.manual_seed(0)
+    net = tiny_net(model, V)  # tiny sizes: block_size 16, so 40 characters slide a transformer's window
     torch.testing.assert_close(logits_trace(net, True), logits_trace(net, False), rtol=1e-4, atol=1e-4)
 
 
