@@ -27,7 +27,7 @@ from charlm.errors import CharLMError
 from charlm.naming import job_dirname
 from charlm.tooling.sweep import SweepCallback, plot_val_loss, read_scalars, varying_overrides
 
-from conftest import ROOT
+from conftest import run_command, run_script
 
 try:
     import optuna
@@ -78,28 +78,15 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def sweep(workdir: Path, *overrides: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, Path]:
-    """`train.py -m experiment=tiny ...` in `workdir`; returns the process and its sweep dir."""
+def sweep(workdir: Path, *overrides: str, own_process: bool = False) -> tuple[subprocess.CompletedProcess, Path]:
+    """`train.py -m experiment=tiny ...` in `workdir`, in this process (`own_process=True`: in a process of its
+    own, for the launchers that start processes of their own); returns the finished command and its sweep dir."""
     sweep_dir = workdir / "sweep"
-    env = {**os.environ, "CHARLM_CACHE": str(workdir / "cache"), "HYDRA_FULL_ERROR": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "train.py"),
-            "-m",
-            "-cd",
-            str(workdir / "conf"),
-            "experiment=tiny",
-            f"hydra.sweep.dir={sweep_dir}",
-            *overrides,
-        ],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return done, sweep_dir
+    env = {"CHARLM_CACHE": str(workdir / "cache"), "HYDRA_FULL_ERROR": "1"}
+    args = ["-m", "-cd", str(workdir / "conf"), "experiment=tiny", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    if own_process:
+        return run_script("train.py", *args, env=env, cwd=workdir, timeout=120), sweep_dir
+    return run_command("train.py", *args, env=env, cwd=workdir), sweep_dir
 
 
 def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
@@ -227,7 +214,7 @@ def test_the_transformer_search_space_trains(workdir):
 @pytest.mark.slow
 @needs_joblib
 def test_the_parallel_launcher_runs_jobs_side_by_side_each_on_its_share_of_the_cores(workdir):
-    done, sweep_dir = sweep(workdir, "hydra/launcher=parallel", "threads=0", "model=lstm,gru")
+    done, sweep_dir = sweep(workdir, "hydra/launcher=parallel", "threads=0", "model=lstm,gru", own_process=True)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = summary_rows(sweep_dir)
     assert len(rows) == 2
@@ -241,7 +228,9 @@ def test_the_parallel_launcher_runs_jobs_side_by_side_each_on_its_share_of_the_c
 @pytest.mark.slow
 @needs_submitit
 def test_the_submitit_local_launcher_runs_a_sweep(workdir):
-    done, sweep_dir = sweep(workdir, "hydra/launcher=slurm_local", "threads=0", "model.hidden_size=-1,16")
+    done, sweep_dir = sweep(
+        workdir, "hydra/launcher=slurm_local", "threads=0", "model.hidden_size=-1,16", own_process=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     failed, good = summary_rows(sweep_dir)
     assert failed["status"] == "failed" and "hidden_size" in failed["error"]
