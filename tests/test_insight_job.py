@@ -16,7 +16,7 @@ from omegaconf import DictConfig, open_dict
 from charlm.errors import CharLMError
 from charlm.insight.browser import find_browser, screenshot
 
-from conftest import ROOT, make_text
+from conftest import ROOT, make_text, run_script
 
 CKPTS = ROOT / "tests" / "fixtures" / "checkpoints"
 
@@ -160,6 +160,15 @@ def test_mistakes_give_one_error_line_and_write_nothing(tmp_path, capsys):
     assert "context=" in one_line_error(tmp_path, ckpt_path=lstm, text="KING", context="both")
     assert "unknown=" in one_line_error(tmp_path, ckpt_path=lstm, text="KING", unknown="drop")
     assert capsys.readouterr().out == ""  # nothing on stdout before the checks pass
+
+
+def test_the_inspect_command_writes_the_page_and_prints_only_its_path(tmp_path, text_file):
+    """The real command, in a process of its own, as a user runs it."""
+    out = tmp_path / "a page, vol=1.html"
+    done = run_script("inspect.py", f"ckpt_path={CKPTS / 'lstm.ckpt'}", f"text_file={text_file}", f"output={out}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == f"{out}\n" and [p.name for p in tmp_path.iterdir() if p.suffix == ".html"] == [out.name]
+    assert page_bits(Page(out.read_text(encoding="utf-8"))).size > 0
 
 
 def test_unknown_skip_leaves_unknown_characters_out_and_says_how_many(tmp_path):
