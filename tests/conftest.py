@@ -5,6 +5,7 @@ process of its own (`run_script`, `train_script`: for what only a real process s
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import os
@@ -144,7 +145,7 @@ def process_state_kept() -> Iterator[None]:
     import numpy as np
     import torch
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.plugins import Plugins
     from hydra.core.singleton import Singleton
 
     from charlm.cli import rundir
@@ -154,7 +155,8 @@ def process_state_kept() -> Iterator[None]:
     deterministic, anomaly = torch.are_deterministic_algorithms_enabled(), torch.is_anomaly_enabled()
     grad = torch.is_grad_enabled()
     rngs = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
-    singletons, hydra_cfg = dict(Singleton._instances), HydraConfig.instance().cfg
+    # copies: Hydra initialises the GlobalHydra object it finds in place
+    singletons = {k: v if k is Plugins else copy.deepcopy(v) for k, v in Singleton._instances.items()}
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     loggers = {
         name: (logger.level, list(logger.handlers), list(logger.filters), logger.propagate, logger.disabled)
@@ -182,7 +184,6 @@ def process_state_kept() -> Iterator[None]:
         GlobalHydra.instance().clear()
         Singleton._instances.clear()
         Singleton._instances.update(singletons)
-        HydraConfig.instance().cfg = hydra_cfg
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
         kept = {id(h) for state in loggers.values() for h in state[1]}
