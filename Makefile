@@ -1,7 +1,7 @@
 # charlm — common tasks. `make help` lists them.
 PY ?= python
 
-.PHONY: help setup train test test-fast lint format benchmark
+.PHONY: help setup train test test-full lint format benchmark
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -12,12 +12,13 @@ setup:  ## install charlm with every extra (install torch first for a CPU-only b
 train: setup  ## set up, then train the default LSTM on Tiny Shakespeare
 	$(PY) scripts/train.py model=lstm trainer.devices=1
 
-test: setup  ## set up, check lint and format, then run the whole test suite
+test: setup  ## set up, check lint and format, then the test suite less the slow tests (a few minutes on 2 cores)
+	$(PY) -m ruff check src scripts tests && $(PY) -m ruff format --check src scripts tests
+	$(PY) -m pytest -m "not slow"
+
+test-full: setup  ## set up, check lint and format, then every test, the slow multi-process ones too
 	$(PY) -m ruff check src scripts tests && $(PY) -m ruff format --check src scripts tests
 	$(PY) -m pytest
-
-test-fast:  ## the suite without the slow real-training tests
-	$(PY) -m pytest -m "not slow"
 
 lint:  ## ruff: lint and format check
 	ruff check src scripts tests && ruff format --check src scripts tests

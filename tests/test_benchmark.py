@@ -97,7 +97,6 @@ def test_train_benchmark_writes_a_table_and_json(tmp_path: Path, text_file: Path
         assert row["loss_gap"] < 1e-4, f"{row['model']}: the plain loop did not train the same way"
 
 
-@pytest.mark.slow
 def test_generate_benchmark_writes_a_table_and_json(tmp_path: Path, text_file: Path) -> None:
     out = tmp_path / "generate.json"
     proc = benchmark(
@@ -258,7 +257,6 @@ def test_fused_adamw_gradients_are_clipped(precision: str) -> None:
     assert norm <= 1.0 + 1e-4
 
 
-@pytest.mark.slow
 def test_gpu_recipe_precision_trains_on_cpu_and_checkpoints_float32_weights(tmp_path: Path) -> None:
     """bf16-mixed with fused AdamW and clipping, the GPU recipe's settings, through the real command."""
     corpus = tmp_path / "corpus.txt"

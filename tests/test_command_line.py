@@ -259,6 +259,7 @@ def test_a_run_stopped_by_its_time_budget_validates_the_step_it_reached(corpus, 
     assert steps["val/loss"] == [reached] and steps["train/loss"][-1] == reached
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_step_reached_and_resume_continues_from_it(corpus, tmp_path) -> None:
     run = tmp_path / "run"
     args = [

@@ -155,6 +155,7 @@ print(len(prepared.tokens), (after - before) // 1024)
 """
 
 
+@pytest.mark.slow
 def test_preparing_a_200_mb_corpus_keeps_memory_bounded(tmp_path):
     piece = make_text(1 << 20).encode()
     big = tmp_path / "big.txt"

@@ -251,7 +251,6 @@ TINY = [
 ]
 
 
-@pytest.mark.slow
 def test_train_and_generate_commands(tmp_path: Path):
     pairs = tmp_path / "rev.tsv"
     pairs.write_text("".join(f"{w}\t{w[::-1]}\n" for w in random_words(80, seed=2)), encoding="utf-8")

@@ -127,7 +127,6 @@ def test_val_loss_is_read_against_seconds_since_the_job_began_and_charted_both_w
     assert png[:4] == b"\x89PNG" and width > 2 * height  # two panels side by side: by step, by time
 
 
-@pytest.mark.slow
 def test_a_sweep_over_the_five_models_names_each_job_by_its_overrides_and_summarises_them(workdir):
     done, sweep_dir = sweep(workdir, "model=bigram,rnn,lstm,gru,transformer")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -145,7 +144,6 @@ def test_a_sweep_over_the_five_models_names_each_job_by_its_overrides_and_summar
     assert not (workdir / "outputs").exists()
 
 
-@pytest.mark.slow
 def test_a_failed_job_is_listed_with_its_error_and_the_sweep_goes_on(workdir):
     done, sweep_dir = sweep(workdir, "model.hidden_size=-1,16")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -163,7 +161,6 @@ def test_a_failed_job_is_listed_with_its_error_and_the_sweep_goes_on(workdir):
     assert (sweep_dir / "summary.md").read_text() == table
 
 
-@pytest.mark.slow
 @needs_optuna
 def test_optuna_search_keeps_its_study_in_sqlite_and_a_second_sweep_adds_trials(workdir):
     db = workdir / "db" / "optuna.db"  # db/ does not exist: the sweep callback creates it for SQLite
@@ -195,7 +192,6 @@ def test_optuna_search_keeps_its_study_in_sqlite_and_a_second_sweep_adds_trials(
     assert row["status"] == "failed" and "data.batch_size" in row["error"]
 
 
-@pytest.mark.slow
 @needs_optuna
 def test_the_transformer_search_space_trains(workdir):
     done, sweep_dir = sweep(

@@ -19,7 +19,6 @@ def events(run_dir: Path) -> EventAccumulator:
     return acc
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_each_model_trains_logs_samples_checkpoints_and_generates(model, trained_run):
     run = trained_run(model)  # trained with tiny_overrides(model) on the corpus fixture's text
