@@ -120,11 +120,11 @@ def test_generate_flags_may_follow_the_prompt(hazard_run) -> None:
     ("args", "needles"),
     [
         (["prompt=ROMEO: Zebra"], ["not in the vocabulary", "Z"]),
-        (["temperature=abc"], ["temperature='abc'", "number > 0"]),
+        (["temperature=abc"], ["temperature='abc'", "expected a number"]),
         (["top_p=2"], ["top_p=2", "(0, 1]"]),
         (["num_samples=0"], ["num_samples=0"]),
         (["promt=x"], ["unknown key 'promt'", "did you mean prompt?"]),
-        (["which=newest"], ["which='newest'", "best or last"]),
+        (["which=newest"], ["which='newest'", "expected one of best, last"]),
         (["prompt=a", "prompt_file=b.txt"], ["prompt= or prompt_file="]),
         (["prompt_file=/no/such/file.txt"], ["prompt_file=", "does not exist"]),
         (["input=x"], ["seq2seq"]),
