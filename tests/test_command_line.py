@@ -17,12 +17,14 @@ from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from charlm.cli.argv import flags_first
+from charlm.models import ARCHITECTURES
 from charlm.overrides import quote_override, verbatim
 
 from conftest import ROOT, TINY, run_command, run_script, tiny_overrides, train_command
 
 # Every character class a prompt may hold: commas, quotes, brackets, `=`, `:`, `#`, `$`, `${...}`,
 # backslashes, non-ASCII letters, emoji, tabs, newlines and spaces at either end.
+MODEL_OPTIONS = [name for arch in ARCHITECTURES.values() for name in arch.configs]  # the registry's
 HAZARDS = [
     "To be, or not to be",
     "What's this?",
@@ -144,7 +146,7 @@ def test_a_generation_mistake_prints_nothing_on_stdout(hazard_run, args, needles
     ("args", "needles"),
     [
         (["modle=lstm"], ["unknown key 'modle'", "did you mean model?"]),
-        (["model=lstmm"], ["model=lstmm", "bigram, gru, lstm, rnn, seq2seq, transformer", "did you mean lstm?"]),
+        (["model=lstmm"], ["model=lstmm", ", ".join(sorted(MODEL_OPTIONS)), "did you mean lstm?"]),
         (["experiment=nope"], ["experiment=nope", "nanogpt_cpu"]),
         (["optimizer.lrr=1"], ["unknown key 'optimizer.lrr'", "did you mean optimizer.lr?"]),
         (["tranier.max_steps=5"], ["did you mean trainer.max_steps?"]),
