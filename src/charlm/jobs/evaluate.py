@@ -179,7 +179,7 @@ def score(
                 (seg_sum / seg_count).backward()
                 dynamic.step()
             state = detach_state(new_state) if net.carries_state else None
-            loss_sum += float(seg_sum)
+            loss_sum += float(seg_sum.detach())
             count += int(seg_count)
             bar.update(int(seg_count))
     return loss_sum, count

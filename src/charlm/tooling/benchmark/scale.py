@@ -325,7 +325,7 @@ def add_deltas(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> N
 
 
 def goal_check(row: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
-    """The issue's goals for one corpus: <= 300 MB more peak RSS than the baseline, prepared in <= 90 s,
+    """The scale goals for one corpus: <= 300 MB more peak RSS than the baseline, prepared in <= 90 s,
     and a second run that reaches its first step as soon as the baseline's second run (within 1 s or 20%)."""
     check: dict[str, Any] = {"prep_ok": row["prep_s"] is not None and row["prep_s"] <= GOALS["prep_s"]}
     if baseline is not None:
